@@ -1,0 +1,318 @@
+//! Aggregated usage: the rows that flow from producers to storage.
+//!
+//! A [`UsageRow`] is one aggregate state for one (tenant, meter, window, dimensions)
+//! [`UsageKey`]. Because every state is a commutative monoid, rows with the same key can
+//! be merged in any order and grouping, which is what lets the edge aggregate in memory,
+//! ingest merge a message's rows, and rollups fold hours into days into months.
+//!
+//! A [`UsageBatch`] is the unit of exactly-once accounting: its id is the dedupe key, and
+//! storage applies a batch's rows once, whatever is redelivered.
+
+use std::collections::BTreeMap;
+use std::fmt;
+
+use serde::{Deserialize, Serialize};
+use thiserror::Error;
+
+use crate::aggregate::{AggregateError, AggregateState, Observation};
+use crate::event::UsageEvent;
+use crate::ids::{MeterName, TenantId};
+use crate::meter::{MeterCatalog, MeterError};
+use crate::window::{Granularity, Window};
+
+/// Longest dimension name or value, in characters.
+pub const MAX_DIMENSION_LEN: usize = 128;
+/// Most dimensions on one row.
+pub const MAX_DIMENSIONS: usize = 8;
+
+/// Why a dimension was refused.
+#[derive(Debug, Clone, PartialEq, Eq, Error)]
+pub enum DimensionError {
+    #[error("value is {len} characters long; the limit is {MAX_DIMENSION_LEN}")]
+    TooLong { len: usize },
+    #[error("more than {MAX_DIMENSIONS} dimensions")]
+    TooMany,
+    #[error("value contains a control character")]
+    ControlCharacter,
+}
+
+/// Group-by dimensions of a row (`route=/v1/items`, `method=GET`), sorted by name.
+///
+/// Its [`key`](Dimensions::key) is canonical, so equal dimensions always make the same
+/// storage key; `%`, `,`, `=` and `#` are percent-encoded so the key cannot be forged.
+#[derive(Debug, Clone, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct Dimensions(BTreeMap<String, String>);
+
+impl Dimensions {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Adds (or replaces) one dimension.
+    pub fn insert(&mut self, name: &str, value: &str) -> Result<(), DimensionError> {
+        for text in [name, value] {
+            let len = text.chars().count();
+            if len > MAX_DIMENSION_LEN {
+                return Err(DimensionError::TooLong { len });
+            }
+            if text.chars().any(char::is_control) {
+                return Err(DimensionError::ControlCharacter);
+            }
+        }
+        if self.0.len() >= MAX_DIMENSIONS && !self.0.contains_key(name) {
+            return Err(DimensionError::TooMany);
+        }
+        self.0.insert(name.to_owned(), value.to_owned());
+        Ok(())
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    pub fn iter(&self) -> impl Iterator<Item = (&str, &str)> {
+        self.0.iter().map(|(k, v)| (k.as_str(), v.as_str()))
+    }
+
+    /// The canonical text form `a=1,b=2` (empty when there are no dimensions).
+    pub fn key(&self) -> String {
+        self.0
+            .iter()
+            .map(|(k, v)| format!("{}={}", escape(k), escape(v)))
+            .collect::<Vec<_>>()
+            .join(",")
+    }
+
+    /// Parses a [`key`](Dimensions::key) back.
+    pub fn from_key(key: &str) -> Option<Dimensions> {
+        let mut dims = Dimensions::default();
+        if key.is_empty() {
+            return Some(dims);
+        }
+        for pair in key.split(',') {
+            let (k, v) = pair.split_once('=')?;
+            dims.insert(&unescape(k)?, &unescape(v)?).ok()?;
+        }
+        Some(dims)
+    }
+}
+
+fn escape(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for ch in text.chars() {
+        match ch {
+            '%' | ',' | '=' | '#' => out.push_str(&format!("%{:02X}", ch as u32)),
+            _ => out.push(ch),
+        }
+    }
+    out
+}
+
+fn unescape(text: &str) -> Option<String> {
+    let mut out = String::with_capacity(text.len());
+    let mut chars = text.chars();
+    while let Some(ch) = chars.next() {
+        if ch == '%' {
+            let hex: String = chars.by_ref().take(2).collect();
+            let byte = u8::from_str_radix(&hex, 16).ok()?;
+            out.push(char::from(byte));
+        } else {
+            out.push(ch);
+        }
+    }
+    Some(out)
+}
+
+/// What a usage row counts: one tenant's meter in one window, per dimension combination.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct UsageKey {
+    pub tenant: TenantId,
+    pub meter: MeterName,
+    pub window: Window,
+    #[serde(default, skip_serializing_if = "Dimensions::is_empty")]
+    pub dimensions: Dimensions,
+}
+
+impl fmt::Display for UsageKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}/{}/{}", self.tenant, self.meter, self.window)?;
+        if !self.dimensions.is_empty() {
+            write!(f, "/{}", self.dimensions.key())?;
+        }
+        Ok(())
+    }
+}
+
+impl UsageKey {
+    /// The same key one granularity coarser (hour → day → month), for rollups.
+    pub fn rolled_up(&self) -> Option<UsageKey> {
+        self.window.parent().map(|window| UsageKey {
+            window,
+            ..self.clone()
+        })
+    }
+}
+
+/// One aggregate state under one key.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct UsageRow {
+    pub key: UsageKey,
+    pub state: AggregateState,
+}
+
+/// A set of rows applied exactly once under `batch_id`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct UsageBatch {
+    pub batch_id: String,
+    pub rows: Vec<UsageRow>,
+}
+
+/// Why an event could not be added to an aggregation.
+#[derive(Debug, Clone, PartialEq, Error)]
+pub enum UsageError {
+    #[error(transparent)]
+    Meter(#[from] MeterError),
+    #[error("meter {meter}: {source}")]
+    Aggregate {
+        meter: MeterName,
+        #[source]
+        source: AggregateError,
+    },
+}
+
+impl UsageError {
+    /// A stable, machine-readable code.
+    pub fn code(&self) -> &'static str {
+        match self {
+            UsageError::Meter(e) => e.code(),
+            UsageError::Aggregate { .. } => "aggregate_error",
+        }
+    }
+}
+
+/// Folds events and rows into one state per [`UsageKey`] at a fixed granularity.
+///
+/// Adding an event is all or nothing: it is measured by every meter first and only then
+/// observed, so a rejected event leaves the aggregation untouched.
+#[derive(Debug, Clone)]
+pub struct UsageAggregator<'c> {
+    catalog: &'c MeterCatalog,
+    granularity: Granularity,
+    rows: BTreeMap<UsageKey, AggregateState>,
+}
+
+impl<'c> UsageAggregator<'c> {
+    pub fn new(catalog: &'c MeterCatalog, granularity: Granularity) -> Self {
+        UsageAggregator {
+            catalog,
+            granularity,
+            rows: BTreeMap::new(),
+        }
+    }
+
+    /// Measures `event` with every meter of its type and folds it in.
+    pub fn add_event(&mut self, event: &UsageEvent) -> Result<(), UsageError> {
+        let measurements = self.catalog.measure(event)?;
+        let window = Window::containing(self.granularity, event.time);
+        let mut updates = Vec::with_capacity(measurements.len());
+        for m in measurements {
+            let key = UsageKey {
+                tenant: event.tenant.clone(),
+                meter: m.meter.name.clone(),
+                window,
+                dimensions: m.dimensions,
+            };
+            let mut state = self
+                .rows
+                .get(&key)
+                .cloned()
+                .unwrap_or_else(|| AggregateState::identity(&m.meter.aggregation));
+            let observation = Observation {
+                time: event.time,
+                event_id: &event.id,
+                value: m.value,
+            };
+            state
+                .observe(&m.meter.aggregation, &observation)
+                .map_err(|source| UsageError::Aggregate {
+                    meter: m.meter.name.clone(),
+                    source,
+                })?;
+            updates.push((key, state));
+        }
+        self.rows.extend(updates);
+        Ok(())
+    }
+
+    /// Number of distinct keys held.
+    pub fn len(&self) -> usize {
+        self.rows.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.rows.is_empty()
+    }
+
+    /// The rows, sorted by key.
+    pub fn into_rows(self) -> Vec<UsageRow> {
+        self.rows
+            .into_iter()
+            .map(|(key, state)| UsageRow { key, state })
+            .collect()
+    }
+}
+
+/// Merges rows with equal keys; the result is sorted by key.
+pub fn merge_rows(rows: impl IntoIterator<Item = UsageRow>) -> Result<Vec<UsageRow>, (UsageKey, AggregateError)> {
+    let mut merged: BTreeMap<UsageKey, AggregateState> = BTreeMap::new();
+    for row in rows {
+        match merged.get_mut(&row.key) {
+            Some(state) => state.merge(&row.state).map_err(|e| (row.key.clone(), e))?,
+            None => {
+                merged.insert(row.key, row.state);
+            }
+        }
+    }
+    Ok(merged
+        .into_iter()
+        .map(|(key, state)| UsageRow { key, state })
+        .collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    #[test]
+    fn dimension_keys_are_canonical_and_escape_separators() {
+        let mut a = Dimensions::new();
+        a.insert("route", "/a,b=c#d%").unwrap();
+        a.insert("method", "GET").unwrap();
+        assert_eq!(a.key(), "method=GET,route=/a%2Cb%3Dc%23d%25");
+        assert_eq!(Dimensions::from_key(&a.key()).unwrap(), a);
+    }
+
+    #[test]
+    fn dimensions_are_bounded() {
+        let mut d = Dimensions::new();
+        assert_eq!(d.insert("a", &"x".repeat(129)), Err(DimensionError::TooLong { len: 129 }));
+        assert_eq!(d.insert("a", "x\n"), Err(DimensionError::ControlCharacter));
+        for i in 0..MAX_DIMENSIONS {
+            d.insert(&format!("d{i}"), "v").unwrap();
+        }
+        assert_eq!(d.insert("one-more", "v"), Err(DimensionError::TooMany));
+    }
+
+    proptest! {
+        #[test]
+        fn dimension_keys_round_trip(pairs in proptest::collection::btree_map("[a-z%,=#]{1,6}", "[ -~]{0,12}", 0..4)) {
+            let mut d = Dimensions::new();
+            for (k, v) in &pairs {
+                d.insert(k, v).unwrap();
+            }
+            prop_assert_eq!(Dimensions::from_key(&d.key()).unwrap(), d);
+        }
+    }
+}
