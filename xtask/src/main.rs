@@ -1,0 +1,86 @@
+//! `cargo xtask`: tollgate's developer workflow (std + anyhow; no argument-parsing crate).
+//!
+//! - `cargo xtask test [--no-lint] [-- <test runner args>…]`: toolchain check, DynamoDB
+//!   Local, fmt, clippy, tests and doctests, with timings ([`test`]).
+//! - `cargo xtask demo`: DynamoDB Local plus the demo ([`demo`]).
+//! - `cargo xtask dynamodb`: DynamoDB Local until Ctrl-C ([`dynamodb`]).
+
+mod demo;
+mod dynamodb;
+mod test;
+mod util;
+
+use std::process::ExitCode;
+
+use anyhow::{Context, Result, bail};
+
+const USAGE: &str = "\
+usage: cargo xtask <command>
+
+commands:
+  test [--no-lint] [-- <args>…]
+        check the toolchain (clippy, rustfmt, wasm32-wasip1), start DynamoDB Local,
+        then `cargo fmt --check`, `cargo clippy -D warnings`, the tests (nextest when
+        available, else cargo test) and the doctests.
+        --no-lint   skip fmt and clippy
+        -- <args>   passed to the test runner, e.g. `-- store` (a filter) or
+                    `-- -p tollgate-store`; package selections (-p/--package/--exclude)
+                    also apply to the doctests
+  demo  start DynamoDB Local and run the demo against it
+  dynamodb
+        start DynamoDB Local, print its endpoint and keep it up until Ctrl-C
+  help  show this text
+
+Emulators are cached in $TOLLGATE_CACHE_DIR, else $XDG_CACHE_HOME/tollgate, else
+~/.cache/tollgate.";
+
+fn main() -> ExitCode {
+    match parse_args().and_then(|args| dispatch(&args)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            eprintln!("error: {err:#}");
+            util::exit_code_for(&err)
+        }
+    }
+}
+
+fn parse_args() -> Result<Vec<String>> {
+    std::env::args_os()
+        .skip(1)
+        .map(|arg| {
+            arg.into_string()
+                .map_err(|arg| anyhow::anyhow!("argument {arg:?} is not valid UTF-8"))
+        })
+        .collect::<Result<_>>()
+        .context("reading the command line")
+}
+
+fn dispatch(args: &[String]) -> Result<()> {
+    let Some((command, rest)) = args.split_first() else {
+        bail!("no command given\n\n{USAGE}");
+    };
+    match command.as_str() {
+        "test" => test::run(&test::Options::parse(rest)?),
+        "demo" => {
+            no_arguments(command, rest)?;
+            demo::run()
+        }
+        "dynamodb" => {
+            no_arguments(command, rest)?;
+            dynamodb::run()
+        }
+        "help" | "-h" | "--help" => {
+            println!("{USAGE}");
+            Ok(())
+        }
+        other => bail!("unknown command {other:?}\n\n{USAGE}"),
+    }
+}
+
+fn no_arguments(command: &str, rest: &[String]) -> Result<()> {
+    if rest.is_empty() {
+        Ok(())
+    } else {
+        bail!("`cargo xtask {command}` takes no arguments, got {rest:?}\n\n{USAGE}")
+    }
+}
