@@ -1,0 +1,258 @@
+//! Tenants and API keys.
+//!
+//! Profiles and key records are small JSON documents under their own keys, listed
+//! through the sparse `gsi1` index (`TENANTS` for all tenants, `KEYS#{tenant}` for a
+//! tenant's keys). A key is found by the SHA-256 digest of the presented secret; the
+//! secret itself is never stored.
+
+use std::collections::HashMap;
+
+use aws_sdk_dynamodb::types::AttributeValue;
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use tollgate_core::ids::TenantId;
+use tollgate_core::tenant::{ApiKeyHash, ApiKeyRecord, TenantProfile};
+
+use crate::DynamoDbStore;
+use crate::codec::{self, Item};
+use crate::error::StoreError;
+use crate::table::{GSI1, GSI1_PK, GSI1_SK, PK, SK, keys};
+
+const DOC: &str = "doc";
+const TENANTS_INDEX: &str = "TENANTS";
+const PROFILE: &str = "PROFILE";
+const KEY: &str = "KEY";
+
+/// How a document write treats an existing item.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum WriteMode {
+    /// Fails with `AlreadyExists` if the item exists.
+    Create,
+    /// Fails with `NotFound` unless the item exists.
+    Replace,
+    /// Writes whatever is there.
+    Upsert,
+}
+
+impl DynamoDbStore {
+    /// Writes `doc` as JSON under `pk`/`sk`, optionally listed in `gsi1`.
+    pub(crate) async fn put_doc<T: Serialize>(
+        &self,
+        pk: String,
+        sk: &str,
+        doc: &T,
+        index: Option<(String, String)>,
+        mode: WriteMode,
+    ) -> Result<(), StoreError> {
+        let json = serde_json::to_string(doc)
+            .map_err(|e| StoreError::InvalidBatch(format!("{pk}: does not serialise: {e}")))?;
+        let mut item: Item = HashMap::from([
+            (PK.to_owned(), AttributeValue::S(pk.clone())),
+            (SK.to_owned(), AttributeValue::S(sk.to_owned())),
+            (DOC.to_owned(), AttributeValue::S(json)),
+        ]);
+        if let Some((gsi_pk, gsi_sk)) = index {
+            item.insert(GSI1_PK.to_owned(), AttributeValue::S(gsi_pk));
+            item.insert(GSI1_SK.to_owned(), AttributeValue::S(gsi_sk));
+        }
+        let mut request = self.client.put_item().table_name(&self.table).set_item(Some(item));
+        request = match mode {
+            WriteMode::Create => request
+                .condition_expression("attribute_not_exists(#pk)")
+                .expression_attribute_names("#pk", PK),
+            WriteMode::Replace => request
+                .condition_expression("attribute_exists(#pk)")
+                .expression_attribute_names("#pk", PK),
+            WriteMode::Upsert => request,
+        };
+        match request.send().await {
+            Ok(_) => Ok(()),
+            Err(err)
+                if err
+                    .as_service_error()
+                    .is_some_and(|e| e.is_conditional_check_failed_exception()) =>
+            {
+                let what = format!("{pk} / {sk}");
+                Err(match mode {
+                    WriteMode::Create => StoreError::AlreadyExists { what },
+                    _ => StoreError::NotFound { what },
+                })
+            }
+            Err(err) => Err(StoreError::from_sdk("PutItem", err)),
+        }
+    }
+
+    /// Reads the JSON document under `pk`/`sk`, strongly consistent.
+    pub(crate) async fn get_doc<T: DeserializeOwned>(
+        &self,
+        pk: String,
+        sk: &str,
+    ) -> Result<Option<T>, StoreError> {
+        let output = self
+            .client
+            .get_item()
+            .table_name(&self.table)
+            .key(PK, AttributeValue::S(pk))
+            .key(SK, AttributeValue::S(sk.to_owned()))
+            .consistent_read(true)
+            .send()
+            .await
+            .map_err(|e| StoreError::from_sdk("GetItem", e))?;
+        output.item().map(parse_doc).transpose()
+    }
+
+    /// Documents listed under `gsi_pk` in `gsi1`, in `gsi1sk` order, after `after`.
+    pub(crate) async fn list_docs<T: DeserializeOwned>(
+        &self,
+        gsi_pk: &str,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<T>, StoreError> {
+        let mut docs = Vec::new();
+        let mut start_key = None;
+        loop {
+            let mut request = self
+                .client
+                .query()
+                .table_name(&self.table)
+                .index_name(GSI1)
+                .expression_attribute_names("#gpk", GSI1_PK)
+                .expression_attribute_values(":gpk", AttributeValue::S(gsi_pk.to_owned()))
+                .set_exclusive_start_key(start_key.take());
+            request = match after {
+                Some(after) => request
+                    .key_condition_expression("#gpk = :gpk AND #gsk > :after")
+                    .expression_attribute_names("#gsk", GSI1_SK)
+                    .expression_attribute_values(":after", AttributeValue::S(after.to_owned())),
+                None => request.key_condition_expression("#gpk = :gpk"),
+            };
+            let output = request
+                .send()
+                .await
+                .map_err(|e| StoreError::from_sdk("Query", e))?;
+            for item in output.items() {
+                if docs.len() == limit {
+                    return Ok(docs);
+                }
+                docs.push(parse_doc(item)?);
+            }
+            match output.last_evaluated_key() {
+                Some(key) if !key.is_empty() => start_key = Some(key.clone()),
+                _ => return Ok(docs),
+            }
+        }
+    }
+
+    /// Registers a new tenant; fails with `AlreadyExists` if the id is taken.
+    pub async fn create_tenant(&self, profile: &TenantProfile) -> Result<(), StoreError> {
+        self.put_doc(
+            keys::tenant(&profile.tenant),
+            PROFILE,
+            profile,
+            Some((TENANTS_INDEX.to_owned(), profile.tenant.to_string())),
+            WriteMode::Create,
+        )
+        .await
+    }
+
+    /// Replaces an existing tenant's profile; fails with `NotFound` for unknown tenants.
+    pub async fn update_tenant(&self, profile: &TenantProfile) -> Result<(), StoreError> {
+        self.put_doc(
+            keys::tenant(&profile.tenant),
+            PROFILE,
+            profile,
+            Some((TENANTS_INDEX.to_owned(), profile.tenant.to_string())),
+            WriteMode::Replace,
+        )
+        .await
+    }
+
+    pub async fn tenant(&self, tenant: &TenantId) -> Result<Option<TenantProfile>, StoreError> {
+        self.get_doc(keys::tenant(tenant), PROFILE).await
+    }
+
+    /// Up to `limit` tenants in id order, starting after `after`: page through all
+    /// tenants by passing the last id of the previous page.
+    pub async fn tenants(
+        &self,
+        after: Option<&TenantId>,
+        limit: usize,
+    ) -> Result<Vec<TenantProfile>, StoreError> {
+        self.list_docs(TENANTS_INDEX, after.map(TenantId::as_str), limit)
+            .await
+    }
+
+    /// Stores a key record; the digest must be new.
+    pub async fn create_api_key(&self, record: &ApiKeyRecord) -> Result<(), StoreError> {
+        self.put_doc(
+            keys::api_key(record.hash.as_hex()),
+            KEY,
+            record,
+            Some((key_listing(record.tenant.as_ref()), key_order(record))),
+            WriteMode::Create,
+        )
+        .await
+    }
+
+    /// The record of the key whose digest is `hash`, revoked or not.
+    pub async fn api_key(&self, hash: &ApiKeyHash) -> Result<Option<ApiKeyRecord>, StoreError> {
+        self.get_doc(keys::api_key(hash.as_hex()), KEY).await
+    }
+
+    /// Marks a key revoked at `at`. Revoking twice keeps the first time.
+    pub async fn revoke_api_key(
+        &self,
+        hash: &ApiKeyHash,
+        at: DateTime<Utc>,
+    ) -> Result<ApiKeyRecord, StoreError> {
+        let mut record = self.api_key(hash).await?.ok_or_else(|| StoreError::NotFound {
+            what: "API key".to_owned(),
+        })?;
+        if record.revoked_at.is_none() {
+            record.revoked_at = Some(at);
+            self.put_doc(
+                keys::api_key(hash.as_hex()),
+                KEY,
+                &record,
+                Some((key_listing(record.tenant.as_ref()), key_order(&record))),
+                WriteMode::Replace,
+            )
+            .await?;
+        }
+        Ok(record)
+    }
+
+    /// All key records of `tenant` (or the admin keys for `None`), oldest first.
+    pub async fn api_keys(&self, tenant: Option<&TenantId>) -> Result<Vec<ApiKeyRecord>, StoreError> {
+        self.list_docs(&key_listing(tenant), None, usize::MAX).await
+    }
+}
+
+fn key_listing(tenant: Option<&TenantId>) -> String {
+    match tenant {
+        Some(tenant) => format!("KEYS#{tenant}"),
+        None => "KEYS#admin".to_owned(),
+    }
+}
+
+fn key_order(record: &ApiKeyRecord) -> String {
+    format!(
+        "{}#{}",
+        record.created_at.to_rfc3339_opts(chrono::SecondsFormat::Micros, true),
+        record.hash.as_hex()
+    )
+}
+
+fn parse_doc<T: DeserializeOwned>(item: &Item) -> Result<T, StoreError> {
+    let json = codec::string(item, DOC).ok_or_else(|| StoreError::Corrupt {
+        pk: codec::string(item, PK).unwrap_or_default().to_owned(),
+        sk: codec::string(item, SK).unwrap_or_default().to_owned(),
+        reason: "no document".to_owned(),
+    })?;
+    serde_json::from_str(json).map_err(|e| StoreError::Corrupt {
+        pk: codec::string(item, PK).unwrap_or_default().to_owned(),
+        sk: codec::string(item, SK).unwrap_or_default().to_owned(),
+        reason: format!("document: {e}"),
+    })
+}

@@ -1,0 +1,76 @@
+//! # tollgate-store
+//!
+//! DynamoDB persistence for tollgate, behind one adapter: [`DynamoDbStore`]. Everything
+//! about `AttributeValue`s, key spelling and conditional writes stays in this crate; the
+//! domain types come from `tollgate-core`.
+//!
+//! - [`table`]: the single-table key design, retention, and table creation.
+//! - [`apply`]: exactly-once application of usage batches (the core invariant).
+//! - [`usage`]: reading a tenant's usage by granularity and time range.
+//! - [`directory`]: tenants and API keys (stored as SHA-256 digests only).
+//!
+//! Errors are [`StoreError`]s that know whether they are transient, so a Lambda can
+//! return a message to the queue for a retry or record it as rejected.
+
+mod codec;
+pub mod apply;
+pub mod directory;
+pub mod error;
+pub mod table;
+pub mod usage;
+
+use aws_sdk_dynamodb::Client;
+use aws_sdk_dynamodb::config::{BehaviorVersion, Credentials, Region};
+
+pub use apply::{ApplyReport, Chunk, plan_chunks};
+pub use error::StoreError;
+pub use table::{Retention, create_table};
+
+/// The DynamoDB adapter: a client, the table name, and the retention policy.
+#[derive(Debug, Clone)]
+pub struct DynamoDbStore {
+    client: Client,
+    table: String,
+    retention: Retention,
+}
+
+impl DynamoDbStore {
+    pub fn new(client: Client, table: impl Into<String>) -> Self {
+        DynamoDbStore {
+            client,
+            table: table.into(),
+            retention: Retention::default(),
+        }
+    }
+
+    /// Replaces the default retention policy.
+    pub fn with_retention(mut self, retention: Retention) -> Self {
+        self.retention = retention;
+        self
+    }
+
+    pub fn table(&self) -> &str {
+        &self.table
+    }
+
+    pub fn client(&self) -> &Client {
+        &self.client
+    }
+
+    /// Creates this store's table if needed (see [`create_table`]).
+    pub async fn ensure_table(&self) -> Result<(), StoreError> {
+        create_table(&self.client, &self.table).await
+    }
+}
+
+/// A client for a local DynamoDB endpoint (DynamoDB Local), with static dummy
+/// credentials and a fixed region: for tests and the local stack only.
+pub fn local_client(endpoint: &str) -> Client {
+    let config = aws_sdk_dynamodb::Config::builder()
+        .behavior_version(BehaviorVersion::latest())
+        .endpoint_url(endpoint)
+        .region(Region::new("us-east-1"))
+        .credentials_provider(Credentials::new("local", "local", None, None, "tollgate-local"))
+        .build();
+    Client::from_conf(config)
+}
