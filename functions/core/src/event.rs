@@ -255,19 +255,48 @@ mod tests {
 
     #[test]
     fn each_broken_rule_has_its_own_error() {
-        let cases: Vec<(Box<dyn Fn(&mut Value)>, &str)> = vec![
-            (Box::new(|v| v["specversion"] = json!("0.3")), "unsupported_specversion"),
-            (Box::new(|v| { v.as_object_mut().unwrap().remove("id"); }), "missing_attribute"),
+        type Mutation = Box<dyn Fn(&mut Value)>;
+        let cases: Vec<(Mutation, &str)> = vec![
+            (
+                Box::new(|v| v["specversion"] = json!("0.3")),
+                "unsupported_specversion",
+            ),
+            (
+                Box::new(|v| {
+                    v.as_object_mut().unwrap().remove("id");
+                }),
+                "missing_attribute",
+            ),
             (Box::new(|v| v["id"] = json!("  ")), "empty_attribute"),
             (Box::new(|v| v["id"] = json!(7)), "attribute_not_a_string"),
-            (Box::new(|v| v["id"] = json!("x".repeat(257))), "attribute_too_long"),
+            (
+                Box::new(|v| v["id"] = json!("x".repeat(257))),
+                "attribute_too_long",
+            ),
             (Box::new(|v| v["subject"] = json!("acme#2")), "bad_subject"),
             (Box::new(|v| v["time"] = json!("yesterday")), "bad_time"),
-            (Box::new(|v| v["time"] = json!("2026-11-23T12:10:00Z")), "time_in_future"),
-            (Box::new(|v| v["time"] = json!("2026-11-01T00:00:00Z")), "time_too_old"),
-            (Box::new(|v| v["data"] = json!([1, 2])), "data_not_an_object"),
-            (Box::new(|v| { v.as_object_mut().unwrap().remove("data"); }), "missing_attribute"),
-            (Box::new(|v| v["datacontenttype"] = json!("text/plain")), "unsupported_datacontenttype"),
+            (
+                Box::new(|v| v["time"] = json!("2026-11-23T12:10:00Z")),
+                "time_in_future",
+            ),
+            (
+                Box::new(|v| v["time"] = json!("2026-11-01T00:00:00Z")),
+                "time_too_old",
+            ),
+            (
+                Box::new(|v| v["data"] = json!([1, 2])),
+                "data_not_an_object",
+            ),
+            (
+                Box::new(|v| {
+                    v.as_object_mut().unwrap().remove("data");
+                }),
+                "missing_attribute",
+            ),
+            (
+                Box::new(|v| v["datacontenttype"] = json!("text/plain")),
+                "unsupported_datacontenttype",
+            ),
         ];
         for (mutate, code) in cases {
             let mut v = valid();
@@ -280,8 +309,7 @@ mod tests {
     #[test]
     fn non_objects_and_garbage_are_rejected() {
         assert_eq!(parse(&json!([1])).unwrap_err().code(), "not_an_object");
-        let err =
-            UsageEvent::parse(b"{not json", &EventTimePolicy::default(), now()).unwrap_err();
+        let err = UsageEvent::parse(b"{not json", &EventTimePolicy::default(), now()).unwrap_err();
         assert_eq!(err.code(), "not_json");
     }
 

@@ -175,13 +175,13 @@ impl Meter {
                     });
                 }
             };
-            dimensions
-                .insert(field.as_str(), &text)
-                .map_err(|source| MeterError::BadDimension {
+            dimensions.insert(field.as_str(), &text).map_err(|source| {
+                MeterError::BadDimension {
                     meter: self.name.clone(),
                     field: field.as_str().to_owned(),
                     source,
-                })?;
+                }
+            })?;
         }
         Ok(Measurement {
             meter: self,
@@ -264,7 +264,10 @@ impl MeterCatalog {
                 }
             }
             if config.event_types.is_empty() {
-                problem(at("eventTypes"), "a meter must take at least one event type".into());
+                problem(
+                    at("eventTypes"),
+                    "a meter must take at least one event type".into(),
+                );
             }
             if config.event_types.iter().any(|t| t.trim().is_empty()) {
                 problem(at("eventTypes"), "event types must not be empty".into());
@@ -274,7 +277,10 @@ impl MeterCatalog {
                 Some(text) => {
                     let parsed = FieldPath::parse(text);
                     if parsed.is_none() {
-                        problem(at("valueField"), format!("{text:?} is not a dotted field path"));
+                        problem(
+                            at("valueField"),
+                            format!("{text:?} is not a dotted field path"),
+                        );
                     }
                     parsed
                 }
@@ -301,7 +307,10 @@ impl MeterCatalog {
             for (j, text) in config.group_by.iter().enumerate() {
                 match FieldPath::parse(text) {
                     Some(path) if !group_by.contains(&path) => group_by.push(path),
-                    Some(_) => problem(at(&format!("groupBy[{j}]")), format!("{text:?} is listed twice")),
+                    Some(_) => problem(
+                        at(&format!("groupBy[{j}]")),
+                        format!("{text:?} is listed twice"),
+                    ),
                     None => problem(
                         at(&format!("groupBy[{j}]")),
                         format!("{text:?} is not a dotted field path"),
@@ -357,7 +366,10 @@ impl MeterCatalog {
     }
 
     /// Measures `event` with every meter that takes its type: all of them, or an error.
-    pub fn measure<'e>(&'e self, event: &'e UsageEvent) -> Result<Vec<Measurement<'e>>, MeterError> {
+    pub fn measure<'e>(
+        &'e self,
+        event: &'e UsageEvent,
+    ) -> Result<Vec<Measurement<'e>>, MeterError> {
         let names = self
             .by_type
             .get(&event.event_type)
@@ -410,22 +422,36 @@ mod tests {
     #[test]
     fn an_event_is_measured_by_every_meter_of_its_type() {
         let catalog = catalog();
-        let e = event("api.request", json!({"route": "/v1/items", "method": "GET", "response": {"bytes": 2048}}));
+        let e = event(
+            "api.request",
+            json!({"route": "/v1/items", "method": "GET", "response": {"bytes": 2048}}),
+        );
         let measurements = catalog.measure(&e).unwrap();
         assert_eq!(measurements.len(), 2);
-        let egress = measurements.iter().find(|m| m.meter.name.as_str() == "egress_bytes").unwrap();
+        let egress = measurements
+            .iter()
+            .find(|m| m.meter.name.as_str() == "egress_bytes")
+            .unwrap();
         assert_eq!(egress.value, ObservedValue::Number(Decimal::from(2048)));
-        let requests = measurements.iter().find(|m| m.meter.name.as_str() == "api_requests").unwrap();
+        let requests = measurements
+            .iter()
+            .find(|m| m.meter.name.as_str() == "api_requests")
+            .unwrap();
         assert_eq!(requests.dimensions.key(), "method=GET,route=/v1/items");
     }
 
     #[test]
     fn a_missing_or_mistyped_value_rejects_the_whole_event() {
         let catalog = catalog();
-        let missing = catalog.measure(&event("api.request", json!({}))).unwrap_err();
+        let missing = catalog
+            .measure(&event("api.request", json!({})))
+            .unwrap_err();
         assert_eq!(missing.code(), "missing_value");
         let wrong = catalog
-            .measure(&event("api.request", json!({"response": {"bytes": "lots"}})))
+            .measure(&event(
+                "api.request",
+                json!({"response": {"bytes": "lots"}}),
+            ))
             .unwrap_err();
         assert_eq!(wrong.code(), "wrong_value_type");
     }
@@ -439,7 +465,9 @@ mod tests {
 
     #[test]
     fn an_event_type_no_meter_takes_is_rejected_not_ignored() {
-        let err = catalog().measure(&event("unknown.type", json!({}))).unwrap_err();
+        let err = catalog()
+            .measure(&event("unknown.type", json!({})))
+            .unwrap_err();
         assert_eq!(err.code(), "no_meter_for_type");
     }
 

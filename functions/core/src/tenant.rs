@@ -60,8 +60,11 @@ impl ApiKeyHash {
 
     /// Wraps a digest read back from storage; `None` unless it is 64 lowercase hex digits.
     pub fn from_hex(hex: &str) -> Option<ApiKeyHash> {
-        (hex.len() == 64 && hex.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b)))
-            .then(|| ApiKeyHash(hex.to_owned()))
+        (hex.len() == 64
+            && hex
+                .bytes()
+                .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b)))
+        .then(|| ApiKeyHash(hex.to_owned()))
     }
 
     pub fn as_hex(&self) -> &str {

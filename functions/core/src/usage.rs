@@ -179,6 +179,12 @@ pub enum UsageError {
         #[source]
         source: AggregateError,
     },
+    #[error("rows for {key} cannot be merged: {source}")]
+    Merge {
+        key: String,
+        #[source]
+        source: AggregateError,
+    },
 }
 
 impl UsageError {
@@ -187,6 +193,7 @@ impl UsageError {
         match self {
             UsageError::Meter(e) => e.code(),
             UsageError::Aggregate { .. } => "aggregate_error",
+            UsageError::Merge { .. } => "merge_error",
         }
     }
 }
@@ -264,11 +271,16 @@ impl<'c> UsageAggregator<'c> {
 }
 
 /// Merges rows with equal keys; the result is sorted by key.
-pub fn merge_rows(rows: impl IntoIterator<Item = UsageRow>) -> Result<Vec<UsageRow>, (UsageKey, AggregateError)> {
+pub fn merge_rows(rows: impl IntoIterator<Item = UsageRow>) -> Result<Vec<UsageRow>, UsageError> {
     let mut merged: BTreeMap<UsageKey, AggregateState> = BTreeMap::new();
     for row in rows {
         match merged.get_mut(&row.key) {
-            Some(state) => state.merge(&row.state).map_err(|e| (row.key.clone(), e))?,
+            Some(state) => state
+                .merge(&row.state)
+                .map_err(|source| UsageError::Merge {
+                    key: row.key.to_string(),
+                    source,
+                })?,
             None => {
                 merged.insert(row.key, row.state);
             }
@@ -297,7 +309,10 @@ mod tests {
     #[test]
     fn dimensions_are_bounded() {
         let mut d = Dimensions::new();
-        assert_eq!(d.insert("a", &"x".repeat(129)), Err(DimensionError::TooLong { len: 129 }));
+        assert_eq!(
+            d.insert("a", &"x".repeat(129)),
+            Err(DimensionError::TooLong { len: 129 })
+        );
         assert_eq!(d.insert("a", "x\n"), Err(DimensionError::ControlCharacter));
         for i in 0..MAX_DIMENSIONS {
             d.insert(&format!("d{i}"), "v").unwrap();

@@ -153,8 +153,10 @@ impl Window {
             Granularity::Minute => {
                 chrono::NaiveDateTime::parse_from_str(key, format).map_err(|_| error())?
             }
-            Granularity::Hour => chrono::NaiveDateTime::parse_from_str(&format!("{key}:00"), "%Y-%m-%dT%H:%M")
-                .map_err(|_| error())?,
+            Granularity::Hour => {
+                chrono::NaiveDateTime::parse_from_str(&format!("{key}:00"), "%Y-%m-%dT%H:%M")
+                    .map_err(|_| error())?
+            }
             Granularity::Day => NaiveDate::parse_from_str(key, format)
                 .map_err(|_| error())?
                 .and_hms_opt(0, 0, 0)
@@ -243,7 +245,9 @@ impl Default for EventTimePolicy {
 /// Why an event time falls outside the [`EventTimePolicy`].
 #[derive(Debug, Clone, PartialEq, Eq, Error)]
 pub enum EventTimeError {
-    #[error("event time {time} is {ahead_secs} s in the future; at most {allowed_secs} s of clock skew is tolerated")]
+    #[error(
+        "event time {time} is {ahead_secs} s in the future; at most {allowed_secs} s of clock skew is tolerated"
+    )]
     TooFarInFuture {
         time: DateTime<Utc>,
         ahead_secs: i64,
@@ -330,7 +334,10 @@ mod tests {
         let d = h.parent().unwrap();
         assert_eq!(d.key(), "2026-03-31");
         assert_eq!(d.parent().unwrap().key(), "2026-03");
-        assert_eq!(Window::range(Granularity::Hour, d.start(), d.end()).count(), 24);
+        assert_eq!(
+            Window::range(Granularity::Hour, d.start(), d.end()).count(),
+            24
+        );
     }
 
     #[test]

@@ -65,13 +65,12 @@ pub fn plan_chunks(batch: &UsageBatch) -> Result<Vec<Chunk>, StoreError> {
             batch.batch_id.len()
         )));
     }
-    let rows = merge_rows(batch.rows.iter().cloned()).map_err(|(key, source)| {
-        StoreError::Aggregate {
-            key: key.to_string(),
-            source,
-        }
-    })?;
-    let rows: Vec<UsageRow> = rows.into_iter().filter(|r| !r.state.is_identity()).collect();
+    let rows = merge_rows(batch.rows.iter().cloned())
+        .map_err(|e| StoreError::InvalidBatch(e.to_string()))?;
+    let rows: Vec<UsageRow> = rows
+        .into_iter()
+        .filter(|r| !r.state.is_identity())
+        .collect();
     for row in &rows {
         if keys::usage_sort(&row.key).is_none() {
             return Err(StoreError::InvalidBatch(format!(
@@ -303,10 +302,7 @@ impl DynamoDbStore {
                 let stored = codec::stored_state(item)?;
                 found.insert(stored.sk.clone(), stored);
             }
-            if let Some(unprocessed) = output
-                .unprocessed_keys()
-                .and_then(|u| u.get(&self.table))
-            {
+            if let Some(unprocessed) = output.unprocessed_keys().and_then(|u| u.get(&self.table)) {
                 pending = unprocessed.keys().to_vec();
                 tokio::time::sleep(Duration::from_millis(20 << rounds.min(5))).await;
             }
@@ -371,7 +367,10 @@ impl DynamoDbStore {
         }
         let update = Update::builder()
             .table_name(&self.table)
-            .key(PK, AttributeValue::S(keys::usage_partition(&row.key.tenant)))
+            .key(
+                PK,
+                AttributeValue::S(keys::usage_partition(&row.key.tenant)),
+            )
             .key(SK, AttributeValue::S(sk.to_owned()))
             .update_expression(expression)
             .condition_expression("attribute_not_exists(#kind) OR #kind = :kind")
@@ -402,12 +401,13 @@ impl DynamoDbStore {
                         incoming: row.state.kind().to_owned(),
                     });
                 }
-                let merged: AggregateState = stored.state.clone().merged(&row.state).map_err(
-                    |source| StoreError::Aggregate {
-                        key: row.key.to_string(),
-                        source,
-                    },
-                )?;
+                let merged: AggregateState =
+                    stored.state.clone().merged(&row.state).map_err(|source| {
+                        StoreError::Aggregate {
+                            key: row.key.to_string(),
+                            source,
+                        }
+                    })?;
                 (merged, stored.version + 1, "#ver = :expected".to_owned())
             }
         };

@@ -45,13 +45,17 @@ fn corrupt(item: &Item, reason: impl Into<String>) -> StoreError {
 }
 
 pub(crate) fn string<'a>(item: &'a Item, name: &str) -> Option<&'a str> {
-    item.get(name).and_then(|v| v.as_s().ok()).map(String::as_str)
+    item.get(name)
+        .and_then(|v| v.as_s().ok())
+        .map(String::as_str)
 }
 
 pub(crate) fn number(item: &Item, name: &str) -> Option<Decimal> {
-    item.get(name)
-        .and_then(|v| v.as_n().ok())
-        .and_then(|n| Decimal::from_str(n).ok().or_else(|| Decimal::from_scientific(n).ok()))
+    item.get(name).and_then(|v| v.as_n().ok()).and_then(|n| {
+        Decimal::from_str(n)
+            .ok()
+            .or_else(|| Decimal::from_scientific(n).ok())
+    })
 }
 
 /// Whether an item's TTL has passed; DynamoDB deletes expired items only eventually, so
@@ -75,8 +79,8 @@ pub(crate) fn state_of(item: &Item) -> Result<AggregateState, StoreError> {
         return Ok(state);
     }
     let parts: Vec<(String, Decimal)> = item
-        .iter()
-        .filter_map(|(name, _)| {
+        .keys()
+        .filter_map(|name| {
             let part = name.strip_prefix("a_")?;
             Some((part.to_owned(), number(item, name)?))
         })
@@ -112,14 +116,20 @@ pub(crate) fn versioned_item(
     let json = serde_json::to_string(state)
         .map_err(|e| StoreError::InvalidBatch(format!("{key}: state does not serialise: {e}")))?;
     let mut item = HashMap::from([
-        (PK.to_owned(), AttributeValue::S(keys::usage_partition(&key.tenant))),
+        (
+            PK.to_owned(),
+            AttributeValue::S(keys::usage_partition(&key.tenant)),
+        ),
         (SK.to_owned(), AttributeValue::S(sk)),
         (KIND.to_owned(), AttributeValue::S(state.kind().to_owned())),
         (STATE.to_owned(), AttributeValue::S(json)),
         (VERSION.to_owned(), AttributeValue::N(version.to_string())),
     ]);
     if let Some(expiry) = expiry {
-        item.insert(TTL.to_owned(), AttributeValue::N(expiry.timestamp().to_string()));
+        item.insert(
+            TTL.to_owned(),
+            AttributeValue::N(expiry.timestamp().to_string()),
+        );
     }
     Ok(item)
 }

@@ -56,7 +56,11 @@ impl DynamoDbStore {
             item.insert(GSI1_PK.to_owned(), AttributeValue::S(gsi_pk));
             item.insert(GSI1_SK.to_owned(), AttributeValue::S(gsi_sk));
         }
-        let mut request = self.client.put_item().table_name(&self.table).set_item(Some(item));
+        let mut request = self
+            .client
+            .put_item()
+            .table_name(&self.table)
+            .set_item(Some(item));
         request = match mode {
             WriteMode::Create => request
                 .condition_expression("attribute_not_exists(#pk)")
@@ -206,9 +210,12 @@ impl DynamoDbStore {
         hash: &ApiKeyHash,
         at: DateTime<Utc>,
     ) -> Result<ApiKeyRecord, StoreError> {
-        let mut record = self.api_key(hash).await?.ok_or_else(|| StoreError::NotFound {
-            what: "API key".to_owned(),
-        })?;
+        let mut record = self
+            .api_key(hash)
+            .await?
+            .ok_or_else(|| StoreError::NotFound {
+                what: "API key".to_owned(),
+            })?;
         if record.revoked_at.is_none() {
             record.revoked_at = Some(at);
             self.put_doc(
@@ -224,7 +231,10 @@ impl DynamoDbStore {
     }
 
     /// All key records of `tenant` (or the admin keys for `None`), oldest first.
-    pub async fn api_keys(&self, tenant: Option<&TenantId>) -> Result<Vec<ApiKeyRecord>, StoreError> {
+    pub async fn api_keys(
+        &self,
+        tenant: Option<&TenantId>,
+    ) -> Result<Vec<ApiKeyRecord>, StoreError> {
         self.list_docs(&key_listing(tenant), None, usize::MAX).await
     }
 }
@@ -239,7 +249,9 @@ fn key_listing(tenant: Option<&TenantId>) -> String {
 fn key_order(record: &ApiKeyRecord) -> String {
     format!(
         "{}#{}",
-        record.created_at.to_rfc3339_opts(chrono::SecondsFormat::Micros, true),
+        record
+            .created_at
+            .to_rfc3339_opts(chrono::SecondsFormat::Micros, true),
         record.hash.as_hex()
     )
 }

@@ -76,7 +76,9 @@ impl StoreError {
             SdkError::TimeoutError(_) => (None, "timed out".to_owned(), true),
             SdkError::DispatchFailure(_) => (None, "could not send the request".to_owned(), true),
             SdkError::ResponseError(_) => (None, "unreadable response".to_owned(), true),
-            SdkError::ConstructionFailure(_) => (None, "could not build the request".to_owned(), false),
+            SdkError::ConstructionFailure(_) => {
+                (None, "could not build the request".to_owned(), false)
+            }
             _ => (None, err.to_string(), false),
         };
         StoreError::Dynamo {

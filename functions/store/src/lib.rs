@@ -12,8 +12,8 @@
 //! Errors are [`StoreError`]s that know whether they are transient, so a Lambda can
 //! return a message to the queue for a retry or record it as rejected.
 
-mod codec;
 pub mod apply;
+mod codec;
 pub mod directory;
 pub mod error;
 pub mod table;
@@ -70,7 +70,13 @@ pub fn local_client(endpoint: &str) -> Client {
         .behavior_version(BehaviorVersion::latest())
         .endpoint_url(endpoint)
         .region(Region::new("us-east-1"))
-        .credentials_provider(Credentials::new("local", "local", None, None, "tollgate-local"))
+        .credentials_provider(Credentials::new(
+            "local",
+            "local",
+            None,
+            None,
+            "tollgate-local",
+        ))
         .build();
     Client::from_conf(config)
 }

@@ -18,8 +18,8 @@
 
 use aws_sdk_dynamodb::Client;
 use aws_sdk_dynamodb::types::{
-    AttributeDefinition, BillingMode, GlobalSecondaryIndex, KeySchemaElement, KeyType,
-    Projection, ProjectionType, ScalarAttributeType, TableStatus, TimeToLiveSpecification,
+    AttributeDefinition, BillingMode, GlobalSecondaryIndex, KeySchemaElement, KeyType, Projection,
+    ProjectionType, ScalarAttributeType, TableStatus, TimeToLiveSpecification,
 };
 use chrono::{DateTime, Duration, Utc};
 use tollgate_core::ids::{MeterName, TenantId};
@@ -188,7 +188,10 @@ pub async fn create_table(client: &Client, table: &str) -> Result<(), StoreError
         .await;
     match created {
         Ok(_) => {}
-        Err(err) if err.as_service_error().is_some_and(|e| e.is_resource_in_use_exception()) => {}
+        Err(err)
+            if err
+                .as_service_error()
+                .is_some_and(|e| e.is_resource_in_use_exception()) => {}
         Err(err) => return Err(StoreError::from_sdk("CreateTable", err)),
     }
     for _ in 0..120 {

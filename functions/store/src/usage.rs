@@ -24,7 +24,8 @@ impl DynamoDbStore {
         from: DateTime<Utc>,
         to: DateTime<Utc>,
     ) -> Result<Vec<UsageRow>, StoreError> {
-        self.usage_at(tenant, granularity, from, to, Utc::now()).await
+        self.usage_at(tenant, granularity, from, to, Utc::now())
+            .await
     }
 
     /// [`usage`](Self::usage) with an explicit clock for TTL filtering.
@@ -60,7 +61,10 @@ impl DynamoDbStore {
                 .key_condition_expression("#pk = :pk AND #sk BETWEEN :lower AND :upper")
                 .expression_attribute_names("#pk", PK)
                 .expression_attribute_names("#sk", SK)
-                .expression_attribute_values(":pk", AttributeValue::S(keys::usage_partition(tenant)))
+                .expression_attribute_values(
+                    ":pk",
+                    AttributeValue::S(keys::usage_partition(tenant)),
+                )
                 .expression_attribute_values(":lower", AttributeValue::S(lower.clone()))
                 .expression_attribute_values(":upper", AttributeValue::S(upper.clone()))
                 .set_exclusive_start_key(start_key.take())

@@ -26,7 +26,12 @@ fn batch(id: &str, rows: Vec<UsageRow>) -> UsageBatch {
 
 async fn total_count(store: &DynamoDbStore, tenant_id: &str) -> u64 {
     store
-        .usage(&tenant(tenant_id), Granularity::Hour, at("2026-01-01T00:00:00Z"), at("2027-01-01T00:00:00Z"))
+        .usage(
+            &tenant(tenant_id),
+            Granularity::Hour,
+            at("2026-01-01T00:00:00Z"),
+            at("2027-01-01T00:00:00Z"),
+        )
         .await
         .unwrap()
         .iter()
@@ -56,7 +61,10 @@ async fn the_same_batch_applied_twice_counts_once() {
         "b-1",
         vec![
             count_row(hour_key("acme", "api_requests", "2026-11-23T10"), 7),
-            sum_row(hour_key("acme", "egress_bytes", "2026-11-23T10"), dec!(1024.5)),
+            sum_row(
+                hour_key("acme", "egress_bytes", "2026-11-23T10"),
+                dec!(1024.5),
+            ),
         ],
     );
     let first = store.apply_batch(&b).await.unwrap();
@@ -65,10 +73,18 @@ async fn the_same_batch_applied_twice_counts_once() {
     assert!(second.was_duplicate(), "{second:?}");
     assert_eq!(total_count(&store, "acme").await, 7);
     let rows = store
-        .usage(&tenant("acme"), Granularity::Hour, at("2026-11-23T00:00:00Z"), at("2026-11-24T00:00:00Z"))
+        .usage(
+            &tenant("acme"),
+            Granularity::Hour,
+            at("2026-11-23T00:00:00Z"),
+            at("2026-11-24T00:00:00Z"),
+        )
         .await
         .unwrap();
-    let egress = rows.iter().find(|r| r.key.meter.as_str() == "egress_bytes").unwrap();
+    let egress = rows
+        .iter()
+        .find(|r| r.key.meter.as_str() == "egress_bytes")
+        .unwrap();
     assert_eq!(egress.state, AggregateState::Sum { sum: dec!(1024.5) });
 }
 
@@ -88,7 +104,10 @@ async fn the_same_batch_applied_by_concurrent_tasks_counts_once() {
     for task in tasks {
         applied += task.await.unwrap().unwrap().chunks_applied;
     }
-    assert_eq!(applied, 3, "each of the three chunks is committed by exactly one task");
+    assert_eq!(
+        applied, 3,
+        "each of the three chunks is committed by exactly one task"
+    );
     assert_eq!(total_count(&store, "acme").await, expected);
 }
 
@@ -101,7 +120,12 @@ async fn a_batch_touching_250_counters_applies_completely() {
     assert_eq!(report.chunks_applied, 3);
     assert_eq!(report.rows_written, 250);
     let rows = store
-        .usage(&tenant("acme"), Granularity::Hour, at("2026-11-01T00:00:00Z"), at("2026-12-01T00:00:00Z"))
+        .usage(
+            &tenant("acme"),
+            Granularity::Hour,
+            at("2026-11-01T00:00:00Z"),
+            at("2026-12-01T00:00:00Z"),
+        )
         .await
         .unwrap();
     assert_eq!(rows.len(), 250);
@@ -222,20 +246,34 @@ async fn concurrent_batches_merge_non_additive_states_without_losing_updates() {
         task.await.unwrap().unwrap();
     }
     let rows = store
-        .usage(&tenant("acme"), Granularity::Hour, at("2026-11-23T00:00:00Z"), at("2026-11-24T00:00:00Z"))
+        .usage(
+            &tenant("acme"),
+            Granularity::Hour,
+            at("2026-11-23T00:00:00Z"),
+            at("2026-11-24T00:00:00Z"),
+        )
         .await
         .unwrap();
     let max = rows.iter().find(|r| r.key == key).unwrap();
-    assert_eq!(max.state.quantity(&Aggregation::Max), Some(Decimal::from(70)));
+    assert_eq!(
+        max.state.quantity(&Aggregation::Max),
+        Some(Decimal::from(70))
+    );
     let unique = rows.iter().find(|r| r.key == unique_key).unwrap();
-    assert_eq!(unique.state.quantity(&Aggregation::UniqueCount), Some(Decimal::from(16)));
+    assert_eq!(
+        unique.state.quantity(&Aggregation::UniqueCount),
+        Some(Decimal::from(16))
+    );
 }
 
 #[tokio::test]
 async fn a_state_of_another_aggregation_under_the_same_key_is_a_permanent_error() {
     let store = fresh_store("mismatch").await;
     let key = hour_key("acme", "api_requests", "2026-11-23T10");
-    store.apply_batch(&batch("m-1", vec![count_row(key.clone(), 1)])).await.unwrap();
+    store
+        .apply_batch(&batch("m-1", vec![count_row(key.clone(), 1)]))
+        .await
+        .unwrap();
     let err = store
         .apply_batch(&batch("m-2", vec![sum_row(key, dec!(5))]))
         .await
@@ -247,7 +285,14 @@ async fn a_state_of_another_aggregation_under_the_same_key_is_a_permanent_error(
 #[tokio::test]
 async fn minute_rows_and_bad_batch_ids_are_refused_before_any_write() {
     let mut key = hour_key("acme", "api_requests", "2026-11-23T10");
-    key.window = tollgate_core::window::Window::containing(Granularity::Minute, at("2026-11-23T10:01:00Z"));
-    assert!(matches!(plan_chunks(&batch("x", vec![count_row(key, 1)])), Err(StoreError::InvalidBatch(_))));
-    assert!(matches!(plan_chunks(&batch("", vec![])), Err(StoreError::InvalidBatch(_))));
+    key.window =
+        tollgate_core::window::Window::containing(Granularity::Minute, at("2026-11-23T10:01:00Z"));
+    assert!(matches!(
+        plan_chunks(&batch("x", vec![count_row(key, 1)])),
+        Err(StoreError::InvalidBatch(_))
+    ));
+    assert!(matches!(
+        plan_chunks(&batch("", vec![])),
+        Err(StoreError::InvalidBatch(_))
+    ));
 }

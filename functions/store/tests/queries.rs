@@ -20,12 +20,20 @@ async fn one_tenants_query_never_returns_another_tenants_items() {
         }
     }
     store
-        .apply_batch(&UsageBatch { batch_id: "iso".into(), rows })
+        .apply_batch(&UsageBatch {
+            batch_id: "iso".into(),
+            rows,
+        })
         .await
         .unwrap();
     for t in ["acme", "acme-2", "acm", "globex"] {
         let found = store
-            .usage(&tenant(t), Granularity::Hour, at("2020-01-01T00:00:00Z"), at("2030-01-01T00:00:00Z"))
+            .usage(
+                &tenant(t),
+                Granularity::Hour,
+                at("2020-01-01T00:00:00Z"),
+                at("2030-01-01T00:00:00Z"),
+            )
             .await
             .unwrap();
         assert_eq!(found.len(), 3);
@@ -36,23 +44,42 @@ async fn one_tenants_query_never_returns_another_tenants_items() {
 #[tokio::test]
 async fn a_range_query_returns_exactly_the_overlapping_windows_in_order() {
     let store = fresh_store("range").await;
-    let hours = ["2026-11-22T23", "2026-11-23T00", "2026-11-23T12", "2026-11-23T23", "2026-11-24T00"];
+    let hours = [
+        "2026-11-22T23",
+        "2026-11-23T00",
+        "2026-11-23T12",
+        "2026-11-23T23",
+        "2026-11-24T00",
+    ];
     let rows = hours
         .iter()
         .map(|h| count_row(hour_key("acme", "api_requests", h), 1))
         .collect();
     store
-        .apply_batch(&UsageBatch { batch_id: "range".into(), rows })
+        .apply_batch(&UsageBatch {
+            batch_id: "range".into(),
+            rows,
+        })
         .await
         .unwrap();
     let day = store
-        .usage(&tenant("acme"), Granularity::Hour, at("2026-11-23T00:00:00Z"), at("2026-11-24T00:00:00Z"))
+        .usage(
+            &tenant("acme"),
+            Granularity::Hour,
+            at("2026-11-23T00:00:00Z"),
+            at("2026-11-24T00:00:00Z"),
+        )
         .await
         .unwrap();
     let keys: Vec<String> = day.iter().map(|r| r.key.window.key()).collect();
     assert_eq!(keys, ["2026-11-23T00", "2026-11-23T12", "2026-11-23T23"]);
     let partial = store
-        .usage(&tenant("acme"), Granularity::Hour, at("2026-11-23T12:30:00Z"), at("2026-11-23T23:00:01Z"))
+        .usage(
+            &tenant("acme"),
+            Granularity::Hour,
+            at("2026-11-23T12:30:00Z"),
+            at("2026-11-23T23:00:01Z"),
+        )
         .await
         .unwrap();
     let keys: Vec<String> = partial.iter().map(|r| r.key.window.key()).collect();
@@ -65,19 +92,34 @@ async fn expired_counters_are_not_returned_before_dynamodb_deletes_them() {
     store
         .apply_batch(&UsageBatch {
             batch_id: "ttl".into(),
-            rows: vec![count_row(hour_key("acme", "api_requests", "2026-11-23T10"), 1)],
+            rows: vec![count_row(
+                hour_key("acme", "api_requests", "2026-11-23T10"),
+                1,
+            )],
         })
         .await
         .unwrap();
     let from = at("2026-11-23T00:00:00Z");
     let to = at("2026-11-24T00:00:00Z");
     let fresh = store
-        .usage_at(&tenant("acme"), Granularity::Hour, from, to, at("2026-12-01T00:00:00Z"))
+        .usage_at(
+            &tenant("acme"),
+            Granularity::Hour,
+            from,
+            to,
+            at("2026-12-01T00:00:00Z"),
+        )
         .await
         .unwrap();
     assert_eq!(fresh.len(), 1);
     let expired = store
-        .usage_at(&tenant("acme"), Granularity::Hour, from, to, at("2026-11-23T11:00:00Z") + Duration::days(35))
+        .usage_at(
+            &tenant("acme"),
+            Granularity::Hour,
+            from,
+            to,
+            at("2026-11-23T11:00:00Z") + Duration::days(35),
+        )
         .await
         .unwrap();
     assert!(expired.is_empty());
@@ -102,16 +144,27 @@ async fn tenants_are_created_once_and_listed_in_pages() {
     }
     let again = store.create_tenant(&profile("a")).await.unwrap_err();
     assert!(matches!(again, StoreError::AlreadyExists { .. }));
-    assert_eq!(store.tenant(&tenant("b")).await.unwrap(), Some(profile("b")));
+    assert_eq!(
+        store.tenant(&tenant("b")).await.unwrap(),
+        Some(profile("b"))
+    );
     assert_eq!(store.tenant(&tenant("zz")).await.unwrap(), None);
     let first = store.tenants(None, 2).await.unwrap();
     let second = store.tenants(Some(&first[1].tenant), 2).await.unwrap();
     let third = store.tenants(Some(&second[1].tenant), 2).await.unwrap();
-    let ids: Vec<&str> = first.iter().chain(&second).chain(&third).map(|p| p.tenant.as_str()).collect();
+    let ids: Vec<&str> = first
+        .iter()
+        .chain(&second)
+        .chain(&third)
+        .map(|p| p.tenant.as_str())
+        .collect();
     assert_eq!(ids, ["a", "b", "c", "d", "e"]);
     let mut changed = profile("zz");
     changed.display_name = "nobody".into();
-    assert!(matches!(store.update_tenant(&changed).await, Err(StoreError::NotFound { .. })));
+    assert!(matches!(
+        store.update_tenant(&changed).await,
+        Err(StoreError::NotFound { .. })
+    ));
 }
 
 #[tokio::test]
@@ -127,7 +180,11 @@ async fn api_keys_are_found_by_digest_and_revocable() {
         revoked_at: None,
     };
     store.create_api_key(&record).await.unwrap();
-    let found = store.api_key(&ApiKeyHash::of(secret)).await.unwrap().unwrap();
+    let found = store
+        .api_key(&ApiKeyHash::of(secret))
+        .await
+        .unwrap()
+        .unwrap();
     assert!(found.is_active());
     assert_eq!(store.api_key(&ApiKeyHash::of("wrong")).await.unwrap(), None);
     let revoked = store
@@ -135,7 +192,23 @@ async fn api_keys_are_found_by_digest_and_revocable() {
         .await
         .unwrap();
     assert!(!revoked.is_active());
-    assert!(!store.api_key(&record.hash).await.unwrap().unwrap().is_active());
-    assert_eq!(store.api_keys(Some(&tenant("acme"))).await.unwrap().len(), 1);
-    assert!(store.api_keys(Some(&tenant("globex"))).await.unwrap().is_empty());
+    assert!(
+        !store
+            .api_key(&record.hash)
+            .await
+            .unwrap()
+            .unwrap()
+            .is_active()
+    );
+    assert_eq!(
+        store.api_keys(Some(&tenant("acme"))).await.unwrap().len(),
+        1
+    );
+    assert!(
+        store
+            .api_keys(Some(&tenant("globex")))
+            .await
+            .unwrap()
+            .is_empty()
+    );
 }
