@@ -179,6 +179,8 @@ pub enum UsageError {
         #[source]
         source: AggregateError,
     },
+    #[error("usage of meter {meter}, which is not configured")]
+    UnknownMeter { meter: MeterName },
     #[error("rows for {key} cannot be merged: {source}")]
     Merge {
         key: String,
@@ -194,6 +196,7 @@ impl UsageError {
             UsageError::Meter(e) => e.code(),
             UsageError::Aggregate { .. } => "aggregate_error",
             UsageError::Merge { .. } => "merge_error",
+            UsageError::UnknownMeter { .. } => "unknown_meter",
         }
     }
 }
@@ -292,6 +295,45 @@ pub fn merge_rows(rows: impl IntoIterator<Item = UsageRow>) -> Result<Vec<UsageR
         .collect())
 }
 
+/// Folds `rows` (any windows, any dimensions) into one state per meter and reads each
+/// meter's quantity: the month-to-date figures that pricing and budgets take.
+///
+/// Rows of a meter the catalog does not know are an error rather than skipped: usage must
+/// never vanish between storage and an invoice.
+pub fn quantities_by_meter(
+    rows: &[UsageRow],
+    catalog: &MeterCatalog,
+) -> Result<BTreeMap<MeterName, rust_decimal::Decimal>, UsageError> {
+    let mut states: BTreeMap<&MeterName, AggregateState> = BTreeMap::new();
+    for row in rows {
+        match states.get_mut(&row.key.meter) {
+            Some(state) => state
+                .merge(&row.state)
+                .map_err(|source| UsageError::Merge {
+                    key: row.key.to_string(),
+                    source,
+                })?,
+            None => {
+                states.insert(&row.key.meter, row.state.clone());
+            }
+        }
+    }
+    let mut quantities = BTreeMap::new();
+    for (meter, state) in states {
+        let aggregation =
+            catalog
+                .get(meter)
+                .map(|m| &m.aggregation)
+                .ok_or_else(|| UsageError::UnknownMeter {
+                    meter: meter.clone(),
+                })?;
+        if let Some(quantity) = state.quantity(aggregation) {
+            quantities.insert(meter.clone(), quantity);
+        }
+    }
+    Ok(quantities)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -318,6 +360,114 @@ mod tests {
             d.insert(&format!("d{i}"), "v").unwrap();
         }
         assert_eq!(d.insert("one-more", "v"), Err(DimensionError::TooMany));
+    }
+
+    fn catalog() -> MeterCatalog {
+        MeterCatalog::from_json(
+            r#"[
+              {"name": "requests", "eventTypes": ["api"], "valueField": "n",
+               "aggregation": {"kind": "sum"}, "unit": "requests", "groupBy": ["route"]},
+              {"name": "disk", "eventTypes": ["sample"], "valueField": "gb",
+               "aggregation": {"kind": "gauge_integral", "sampleSeconds": 3600, "per": "month"},
+               "unit": "GB-months"}
+            ]"#,
+        )
+        .unwrap()
+    }
+
+    fn event(id: &str, event_type: &str, time: &str, data: serde_json::Value) -> UsageEvent {
+        let now = chrono::DateTime::parse_from_rfc3339("2026-11-01T00:00:00Z")
+            .unwrap()
+            .with_timezone(&chrono::Utc);
+        let policy = crate::window::EventTimePolicy {
+            late_horizon: chrono::Duration::days(60),
+            ..Default::default()
+        };
+        UsageEvent::from_json(
+            &serde_json::json!({"specversion": "1.0", "id": id, "source": "t", "type": event_type,
+                                "subject": "acme", "time": time, "data": data}),
+            &policy,
+            now,
+        )
+        .unwrap()
+    }
+
+    #[test]
+    fn events_fold_into_hourly_rows_and_then_into_month_quantities() {
+        let catalog = catalog();
+        let mut aggregator = UsageAggregator::new(&catalog, Granularity::Hour);
+        let events = [
+            event(
+                "1",
+                "api",
+                "2026-10-01T00:10:00Z",
+                serde_json::json!({"n": 5, "route": "/a"}),
+            ),
+            event(
+                "2",
+                "api",
+                "2026-10-01T00:20:00Z",
+                serde_json::json!({"n": 7, "route": "/b"}),
+            ),
+            event(
+                "3",
+                "api",
+                "2026-10-02T13:00:00Z",
+                serde_json::json!({"n": "0.5", "route": "/a"}),
+            ),
+            event(
+                "4",
+                "sample",
+                "2026-10-01T00:30:00Z",
+                serde_json::json!({"gb": 73}),
+            ),
+            event(
+                "5",
+                "sample",
+                "2026-10-01T01:30:00Z",
+                serde_json::json!({"gb": 73}),
+            ),
+        ];
+        for e in &events {
+            aggregator.add_event(e).unwrap();
+        }
+        assert!(
+            aggregator
+                .add_event(&event(
+                    "6",
+                    "api",
+                    "2026-10-01T00:10:00Z",
+                    serde_json::json!({})
+                ))
+                .is_err()
+        );
+        let rows = aggregator.into_rows();
+        assert_eq!(
+            rows.len(),
+            5,
+            "three request rows by hour and route, two disk hours"
+        );
+        let quantities = quantities_by_meter(&rows, &catalog).unwrap();
+        let requests = MeterName::new("requests").unwrap();
+        let disk = MeterName::new("disk").unwrap();
+        assert_eq!(quantities[&requests], rust_decimal::Decimal::new(125, 1));
+        // 2 hourly samples of 73 GB = 146 GB-hours = 0.2 GB-months of 730 h.
+        assert_eq!(quantities[&disk], rust_decimal::Decimal::new(2, 1));
+    }
+
+    #[test]
+    fn usage_of_an_unconfigured_meter_is_an_error_not_a_gap() {
+        let rows = vec![UsageRow {
+            key: UsageKey {
+                tenant: TenantId::new("acme").unwrap(),
+                meter: MeterName::new("retired").unwrap(),
+                window: Window::parse_key(Granularity::Hour, "2026-10-01T00").unwrap(),
+                dimensions: Dimensions::default(),
+            },
+            state: AggregateState::Count { n: 3 },
+        }];
+        let err = quantities_by_meter(&rows, &catalog()).unwrap_err();
+        assert_eq!(err.code(), "unknown_meter");
     }
 
     proptest! {
