@@ -10,11 +10,23 @@
 //! - [`window`]: UTC minute/hour/day/month buckets and the late-event horizon.
 //! - [`event`]: CloudEvents usage events and their validation rules.
 //! - [`meter`]: which events a meter takes, the value it reads, and how it aggregates.
+//! - [`tenant`]: tenant profiles and API keys, stored only as SHA-256 digests.
 //! - [`usage`]: aggregated usage rows and batches, the unit of exactly-once accounting.
+//! - [`money`]: currencies and the one rounding rule (half-even, once per invoice line).
+//! - [`plan`]: plan versions, prices, allowances and limits, compiled from validated config.
+//! - [`pricing`]: exact pricing arithmetic: allowances, packages, tiers and proration.
+//! - [`invoice`]: invoice previews: a month of usage priced into rounded lines.
+//! - [`budget`]: monthly budgets: threshold alerts, forecasts and the hard-limit verdict.
 
 pub mod aggregate;
+pub mod budget;
 pub mod event;
 pub mod ids;
+pub mod invoice;
 pub mod meter;
+pub mod money;
+pub mod plan;
+pub mod pricing;
+pub mod tenant;
 pub mod usage;
 pub mod window;
