@@ -41,8 +41,8 @@ use rust_decimal::prelude::ToPrimitive;
 use rust_decimal::{Decimal, RoundingStrategy};
 use serde::{Deserialize, Serialize};
 
+use crate::config::{ConfigError, ProblemKind, Problems, index};
 use crate::money::Currency;
-use crate::plan::{ConfigError, ProblemKind, Problems, index};
 use crate::window::Window;
 
 const HUNDRED: Decimal = Decimal::ONE_HUNDRED;

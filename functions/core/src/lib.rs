@@ -12,6 +12,7 @@
 //! - [`meter`]: which events a meter takes, the value it reads, and how it aggregates.
 //! - [`tenant`]: tenant profiles and API keys, stored only as SHA-256 digests.
 //! - [`usage`]: aggregated usage rows and batches, the unit of exactly-once accounting.
+//! - [`config`]: configuration problems, reported all at once with their field paths.
 //! - [`money`]: currencies and the one rounding rule (half-even, once per invoice line).
 //! - [`plan`]: plan versions, prices, allowances and limits, compiled from validated config.
 //! - [`pricing`]: exact pricing arithmetic: allowances, packages, tiers and proration.
@@ -20,6 +21,7 @@
 
 pub mod aggregate;
 pub mod budget;
+pub mod config;
 pub mod event;
 pub mod ids;
 pub mod invoice;

@@ -20,6 +20,7 @@ use serde_json::Value;
 use thiserror::Error;
 
 use crate::aggregate::{Aggregation, ObservedValue};
+use crate::config::{ConfigError, ProblemKind, Problems, field, index};
 use crate::event::{UsageEvent, json_type};
 use crate::ids::MeterName;
 use crate::usage::{DimensionError, Dimensions};
@@ -81,21 +82,6 @@ impl FieldPath {
         rest.iter()
             .try_fold(data.get(first)?, |value, segment| value.get(segment))
     }
-}
-
-/// One problem in a meter configuration, with the path of the offending field.
-#[derive(Debug, Clone, PartialEq, Eq, Error)]
-#[error("{path}: {message}")]
-pub struct ConfigProblem {
-    pub path: String,
-    pub message: String,
-}
-
-/// Every problem found in a meter configuration.
-#[derive(Debug, Clone, PartialEq, Eq, Error)]
-#[error("invalid meter configuration: {}", .problems.iter().map(ToString::to_string).collect::<Vec<_>>().join("; "))]
-pub struct MeterConfigError {
-    pub problems: Vec<ConfigProblem>,
 }
 
 /// Why an event could not be measured.
@@ -243,77 +229,91 @@ pub struct MeterCatalog {
 
 impl MeterCatalog {
     /// Validates `configs`, reporting every problem at once.
-    pub fn compile(configs: &[MeterConfig]) -> Result<MeterCatalog, MeterConfigError> {
-        let mut problems = Vec::new();
+    pub fn compile(configs: &[MeterConfig]) -> Result<MeterCatalog, ConfigError> {
+        let mut problems = Problems::default();
         let mut catalog = MeterCatalog::default();
+        let mut first_seen: BTreeMap<MeterName, String> = BTreeMap::new();
         for (i, config) in configs.iter().enumerate() {
-            let at = |field: &str| format!("meters[{i}].{field}");
-            let mut problem = |path: String, message: String| {
-                problems.push(ConfigProblem { path, message });
-            };
-            let name = match MeterName::new(config.name.clone()) {
-                Ok(name) => Some(name),
-                Err(e) => {
-                    problem(at("name"), e.to_string());
-                    None
-                }
-            };
+            let base = index("meters", i);
+            let at = |name: &str| field(&base, name);
+            let name = problems.meter(at("name"), &config.name);
             if let Some(name) = &name {
-                if catalog.meters.contains_key(name) {
-                    problem(at("name"), format!("meter {name} is defined twice"));
+                match first_seen.get(name) {
+                    Some(first_at) => problems.report(
+                        at("name"),
+                        ProblemKind::Duplicate {
+                            value: name.to_string(),
+                            first_at: first_at.clone(),
+                        },
+                    ),
+                    None => {
+                        first_seen.insert(name.clone(), at("name"));
+                    }
                 }
             }
             if config.event_types.is_empty() {
-                problem(
-                    at("eventTypes"),
-                    "a meter must take at least one event type".into(),
-                );
+                problems.report(at("eventTypes"), ProblemKind::Empty);
             }
-            if config.event_types.iter().any(|t| t.trim().is_empty()) {
-                problem(at("eventTypes"), "event types must not be empty".into());
+            for (j, event_type) in config.event_types.iter().enumerate() {
+                if event_type.trim().is_empty() {
+                    problems.report(index(&at("eventTypes"), j), ProblemKind::Empty);
+                }
             }
             let value_field = match &config.value_field {
-                None => None,
+                None => {
+                    if !matches!(config.aggregation, Aggregation::Count) {
+                        problems.report(
+                            at("valueField"),
+                            ProblemKind::ValueFieldMissing {
+                                aggregation: config.aggregation.kind(),
+                            },
+                        );
+                    }
+                    None
+                }
                 Some(text) => {
                     let parsed = FieldPath::parse(text);
                     if parsed.is_none() {
-                        problem(
+                        problems.report(
                             at("valueField"),
-                            format!("{text:?} is not a dotted field path"),
+                            ProblemKind::BadFieldPath {
+                                value: text.clone(),
+                            },
                         );
                     }
                     parsed
                 }
             };
-            let needs_value = !matches!(config.aggregation, Aggregation::Count);
-            if needs_value && value_field.is_none() && config.value_field.is_none() {
-                problem(
-                    at("valueField"),
-                    format!("a {} meter needs a value field", config.aggregation.kind()),
-                );
-            }
             if let Aggregation::GaugeIntegral { sample_seconds, .. } = config.aggregation {
                 if sample_seconds == 0 {
-                    problem(
+                    problems.report(
                         at("aggregation.sampleSeconds"),
-                        "the sampling interval must be at least one second".into(),
+                        ProblemKind::ZeroSampleSeconds,
                     );
                 }
             }
             if config.unit.trim().is_empty() {
-                problem(at("unit"), "the unit must not be empty".into());
+                problems.report(at("unit"), ProblemKind::Empty);
             }
-            let mut group_by = Vec::new();
+            let mut group_by: Vec<FieldPath> = Vec::new();
             for (j, text) in config.group_by.iter().enumerate() {
+                let path = index(&at("groupBy"), j);
                 match FieldPath::parse(text) {
-                    Some(path) if !group_by.contains(&path) => group_by.push(path),
-                    Some(_) => problem(
-                        at(&format!("groupBy[{j}]")),
-                        format!("{text:?} is listed twice"),
-                    ),
-                    None => problem(
-                        at(&format!("groupBy[{j}]")),
-                        format!("{text:?} is not a dotted field path"),
+                    Some(parsed) => match group_by.iter().position(|p| *p == parsed) {
+                        Some(first) => problems.report(
+                            path,
+                            ProblemKind::Duplicate {
+                                value: text.clone(),
+                                first_at: index(&at("groupBy"), first),
+                            },
+                        ),
+                        None => group_by.push(parsed),
+                    },
+                    None => problems.report(
+                        path,
+                        ProblemKind::BadFieldPath {
+                            value: text.clone(),
+                        },
                     ),
                 }
             }
@@ -325,35 +325,23 @@ impl MeterCatalog {
                         .or_default()
                         .push(name.clone());
                 }
-                catalog.meters.insert(
-                    name.clone(),
-                    Meter {
-                        name,
-                        event_types: config.event_types.iter().cloned().collect(),
-                        value_field,
-                        aggregation: config.aggregation.clone(),
-                        unit: config.unit.clone(),
-                        group_by,
-                    },
-                );
+                catalog.meters.entry(name.clone()).or_insert(Meter {
+                    name,
+                    event_types: config.event_types.iter().cloned().collect(),
+                    value_field,
+                    aggregation: config.aggregation.clone(),
+                    unit: config.unit.clone(),
+                    group_by,
+                });
             }
         }
-        if problems.is_empty() {
-            Ok(catalog)
-        } else {
-            Err(MeterConfigError { problems })
-        }
+        problems.finish(Some(catalog))
     }
 
     /// Parses and compiles a JSON array of meter configurations.
-    pub fn from_json(json: &str) -> Result<MeterCatalog, MeterConfigError> {
+    pub fn from_json(json: &str) -> Result<MeterCatalog, ConfigError> {
         let configs: Vec<MeterConfig> =
-            serde_json::from_str(json).map_err(|e| MeterConfigError {
-                problems: vec![ConfigProblem {
-                    path: format!("line {} column {}", e.line(), e.column()),
-                    message: e.to_string(),
-                }],
-            })?;
+            serde_json::from_str(json).map_err(|e| ConfigError::syntax(&e))?;
         MeterCatalog::compile(&configs)
     }
 
@@ -489,7 +477,7 @@ mod tests {
             ]"#,
         )
         .unwrap_err();
-        let paths: Vec<&str> = err.problems.iter().map(|p| p.path.as_str()).collect();
+        let paths: Vec<&str> = err.problems().iter().map(|p| p.path.as_str()).collect();
         assert_eq!(
             paths,
             [
