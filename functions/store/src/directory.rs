@@ -148,6 +148,39 @@ impl DynamoDbStore {
         }
     }
 
+    /// Documents under partition `pk` whose sort key begins with `prefix`, in order.
+    pub(crate) async fn query_docs<T: DeserializeOwned>(
+        &self,
+        pk: String,
+        prefix: &str,
+    ) -> Result<Vec<T>, StoreError> {
+        let mut docs = Vec::new();
+        let mut start_key = None;
+        loop {
+            let output = self
+                .client
+                .query()
+                .table_name(&self.table)
+                .key_condition_expression("#pk = :pk AND begins_with(#sk, :prefix)")
+                .expression_attribute_names("#pk", PK)
+                .expression_attribute_names("#sk", SK)
+                .expression_attribute_values(":pk", AttributeValue::S(pk.clone()))
+                .expression_attribute_values(":prefix", AttributeValue::S(prefix.to_owned()))
+                .consistent_read(true)
+                .set_exclusive_start_key(start_key.take())
+                .send()
+                .await
+                .map_err(|e| StoreError::from_sdk("Query", e))?;
+            for item in output.items() {
+                docs.push(parse_doc(item)?);
+            }
+            match output.last_evaluated_key() {
+                Some(key) if !key.is_empty() => start_key = Some(key.clone()),
+                _ => return Ok(docs),
+            }
+        }
+    }
+
     /// Registers a new tenant; fails with `AlreadyExists` if the id is taken.
     pub async fn create_tenant(&self, profile: &TenantProfile) -> Result<(), StoreError> {
         self.put_doc(

@@ -8,6 +8,7 @@
 //! - [`apply`]: exactly-once application of usage batches (the core invariant).
 //! - [`usage`]: reading a tenant's usage by granularity and time range.
 //! - [`directory`]: tenants and API keys (stored as SHA-256 digests only).
+//! - [`plans`]: immutable plan versions and tenant budgets.
 //!
 //! Errors are [`StoreError`]s that know whether they are transient, so a Lambda can
 //! return a message to the queue for a retry or record it as rejected.
@@ -16,6 +17,7 @@ pub mod apply;
 mod codec;
 pub mod directory;
 pub mod error;
+pub mod plans;
 pub mod table;
 pub mod usage;
 

@@ -212,3 +212,61 @@ async fn api_keys_are_found_by_digest_and_revocable() {
             .is_empty()
     );
 }
+
+fn sample_plans() -> Vec<tollgate_core::plan::Plan> {
+    let json = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../events/samples/plans.json"
+    ))
+    .unwrap();
+    serde_json::from_str(&json).unwrap()
+}
+
+#[tokio::test]
+async fn plan_versions_are_immutable_and_read_back_in_version_order() {
+    let store = fresh_store("plans").await;
+    let plans = sample_plans();
+    for plan in &plans {
+        store.create_plan_version(plan).await.unwrap();
+    }
+    let again = store.create_plan_version(&plans[1]).await.unwrap_err();
+    assert!(matches!(again, StoreError::AlreadyExists { .. }), "{again}");
+    let mut raised: serde_json::Value = serde_json::to_value(&plans[1]).unwrap();
+    raised["effectiveFrom"] = serde_json::json!("2026-12-01T00:00:00Z");
+    raised["baseFee"] = serde_json::json!("35");
+    let raised: tollgate_core::plan::Plan = serde_json::from_value(raised).unwrap();
+    store.create_plan_version(&raised).await.unwrap();
+    let versions = store
+        .plan_versions(&PlanName::new("starter").unwrap())
+        .await
+        .unwrap();
+    assert_eq!(versions, vec![plans[1].clone(), raised]);
+    assert_eq!(
+        store.all_plan_versions().await.unwrap().len(),
+        plans.len() + 1
+    );
+    assert!(
+        store
+            .plan_versions(&PlanName::new("nope").unwrap())
+            .await
+            .unwrap()
+            .is_empty()
+    );
+}
+
+#[tokio::test]
+async fn a_budget_is_set_replaced_and_read_per_tenant() {
+    use rust_decimal_macros::dec;
+    use tollgate_core::budget::Budget;
+    use tollgate_core::money::Currency;
+    let store = fresh_store("budgets").await;
+    assert_eq!(store.budget(&tenant("acme")).await.unwrap(), None);
+    let budget = Budget::new(dec!(100), Currency::USD).unwrap();
+    store.put_budget(&tenant("acme"), &budget).await.unwrap();
+    let stricter = Budget::new(dec!(50), Currency::USD)
+        .unwrap()
+        .with_hard_limit(true);
+    store.put_budget(&tenant("acme"), &stricter).await.unwrap();
+    assert_eq!(store.budget(&tenant("acme")).await.unwrap(), Some(stricter));
+    assert_eq!(store.budget(&tenant("globex")).await.unwrap(), None);
+}
