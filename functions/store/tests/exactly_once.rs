@@ -1,5 +1,7 @@
 //! Exactly-once application of usage batches, against DynamoDB Local.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)] // tests fail by panicking
+
 mod common;
 
 use std::sync::{Arc, Mutex};

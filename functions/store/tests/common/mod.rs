@@ -1,6 +1,8 @@
 //! Shared set-up for store tests: a fresh table in DynamoDB Local per test.
 
-#![allow(dead_code)] // each test binary uses a different subset of the helpers
+// Test helpers: panicking on broken set-up is the point, and each test binary uses a
+// different subset of them.
+#![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
 
 use std::sync::atomic::{AtomicU32, Ordering};
 
