@@ -5,6 +5,8 @@ Deterministic (fixed seed) so the demo's invoice previews are the same on every 
 - acme: an API customer whose gateway reports request counts every hour (`api.usage`).
 - podco: a pod sampled every hour for CPU, memory and disk (`pod.sample`), plus daily
   network transfer reports (`pod.network`).
+- two malformed events (a sample without its disk value, a type no meter takes) that the
+  load must reject with a reason.
 Run from the repository root: python3 events/samples/generate_demo_month.py
 """
 import json
@@ -43,6 +45,12 @@ while t < end:
         events.append(event(f"podco-net-{t:%Y%m%d}", "pod.network", "podco", t + timedelta(minutes=59),
                             {"out_gb": "0.40", "in_gb": "1.25"}))
     t += timedelta(hours=1)
+
+# Two malformed events the load must reject with a reason (and count nothing of).
+events.append(event("podco-broken-sample", "pod.sample", "podco", datetime(2026, 10, 31, 12, 30, tzinfo=timezone.utc),
+                    {"cpu_vcpu": 2, "memory_gb": 4}))
+events.append(event("acme-unknown-type", "api.usage.v2", "acme", datetime(2026, 10, 31, 12, 0, tzinfo=timezone.utc),
+                    {"requests": 1000}))
 
 with open("events/samples/demo-month.jsonl", "w") as f:
     for e in events:

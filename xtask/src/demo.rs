@@ -1,11 +1,16 @@
 //! `cargo xtask demo`: a local tollgate to look at.
 //!
-//! Starts DynamoDB Local and hands its endpoint to [`run_demo`]. Loading the demo's data
-//! (the table, tenants, plans and usage) arrives with the store crate
-//! (`functions/store`); until then the demo only brings up the emulator.
+//! Starts DynamoDB Local, loads the sample month from `events/samples/` through the core
+//! and store code (the path the ingest Lambda takes), then prints each tenant's usage and
+//! invoice preview.
 
-use anyhow::Result;
+use anyhow::{Context, Result};
+use tollgate_core::invoice::InvoicePreview;
 use tollgate_devstack::DynamoDbLocal;
+use tollgate_store::DynamoDbStore;
+use xtask::sample_month::{self, SampleData};
+
+const TABLE: &str = "tollgate-demo";
 
 pub fn run() -> Result<()> {
     let dynamodb = DynamoDbLocal::ensure()?.start()?;
@@ -16,10 +21,61 @@ pub fn run() -> Result<()> {
 
 /// The demo, against the DynamoDB at `endpoint`.
 pub fn run_demo(endpoint: &str) -> Result<()> {
-    println!("DynamoDB Local is running at {endpoint}");
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?;
+    runtime.block_on(demo(endpoint))
+}
+
+async fn demo(endpoint: &str) -> Result<()> {
+    let data = SampleData::read(&sample_month::samples_dir())?;
+    let store = DynamoDbStore::new(tollgate_store::local_client(endpoint), TABLE);
     println!(
-        "The demo's data loading (table, tenants, plans, usage) arrives with the store crate \
-         (functions/store): nothing is loaded yet, so there is nothing more to show."
+        "==> loading the sample month {} into DynamoDB Local ({endpoint}, table {TABLE})",
+        sample_month::SAMPLE_MONTH
     );
+    let report = sample_month::load(&store, &data).await?;
+    println!(
+        "    {} events accepted, {} rejected; {} batches → {} hourly counters in {} transactions ({} items written)",
+        report.events_accepted,
+        report.rejected.len(),
+        report.batches,
+        report.applied.rows_written,
+        report.applied.transactions,
+        report.applied.items_written,
+    );
+    for rejected in &report.rejected {
+        println!(
+            "    rejected line {}: [{}] {}",
+            rejected.line, rejected.code, rejected.reason
+        );
+    }
+    println!(
+        "    redelivering the first batch: {} chunks already applied, {} applied again (counted once)",
+        report.redelivery.chunks_already_applied, report.redelivery.chunks_applied
+    );
+    for tenant in &data.tenants {
+        let preview = sample_month::invoice(&store, &data.catalog, &tenant.tenant).await?;
+        println!();
+        print_preview(&tenant.display_name, &preview);
+    }
     Ok(())
+}
+
+fn print_preview(name: &str, preview: &InvoicePreview) {
+    println!(
+        "==> invoice preview: {name} — tenant {}, plan {}, {}",
+        preview.tenant, preview.plan, preview.period
+    );
+    for line in &preview.lines {
+        println!(
+            "    {:<100} {:>10} {}",
+            line.description, line.amount, preview.currency
+        );
+    }
+    println!(
+        "    {:<100} {:>10} {}",
+        "total", preview.total, preview.currency
+    );
 }

@@ -257,7 +257,8 @@ fn meter_line(
                 quantity,
             }),
             description: format!(
-                "{meter}: {quantity} used, not priced by plan {}",
+                "{meter}: {} used, not priced by plan {}",
+                shown(quantity),
                 plan.name()
             ),
             amount: currency.round(Decimal::ZERO),
@@ -269,21 +270,22 @@ fn meter_line(
     let price = pricing.price().cloned();
     let mut description = format!(
         "{meter}: {} used, {} included",
-        breakdown.quantity, breakdown.included
+        shown(breakdown.quantity),
+        shown(breakdown.included)
     );
     if let Some(draw) = &shared {
-        description.push_str(&format!(" ({} from {})", draw.units, draw.name));
+        description.push_str(&format!(" ({} from {})", shown(draw.units), draw.name));
     }
     match &price {
         Some(price) => description.push_str(&format!(
             ", {} billable at {}",
-            breakdown.billable,
+            shown(breakdown.billable),
             price.describe(currency)
         )),
         None if breakdown.over_limit.is_zero() => description.push_str(", hard limit"),
         None => description.push_str(&format!(
             ", hard limit; {} over the limit not billed",
-            breakdown.over_limit
+            shown(breakdown.over_limit)
         )),
     }
     Ok(InvoiceLine {
@@ -300,4 +302,12 @@ fn meter_line(
         description,
         amount: currency.round(breakdown.amount),
     })
+}
+
+/// A quantity as shown to people in a line description: at most six decimals. Display
+/// only; the line's amount is computed from the exact quantity.
+fn shown(quantity: Decimal) -> Decimal {
+    quantity
+        .round_dp_with_strategy(6, rust_decimal::RoundingStrategy::MidpointNearestEven)
+        .normalize()
 }

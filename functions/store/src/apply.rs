@@ -29,9 +29,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::time::Duration;
 
 use aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError;
-use aws_sdk_dynamodb::types::{
-    AttributeValue, KeysAndAttributes, Put, ReturnConsumedCapacity, TransactWriteItem, Update,
-};
+use aws_sdk_dynamodb::types::{AttributeValue, KeysAndAttributes, Put, TransactWriteItem, Update};
 use chrono::{DateTime, Utc};
 use tollgate_core::aggregate::AggregateState;
 use tollgate_core::usage::{UsageBatch, UsageRow, merge_rows};
@@ -100,8 +98,9 @@ pub struct ApplyReport {
     pub rows_written: usize,
     /// Transactions attempted, including retries after conflicts.
     pub transactions: usize,
-    /// Write capacity units DynamoDB reported as consumed, where it reports them.
-    pub write_units: f64,
+    /// Items written by committed transactions (markers and counters). DynamoDB bills each
+    /// as two write units per started KB; items here stay under 1 KB except sketches.
+    pub items_written: usize,
 }
 
 impl ApplyReport {
@@ -109,10 +108,19 @@ impl ApplyReport {
     pub fn was_duplicate(&self) -> bool {
         self.chunks_applied == 0 && self.chunks_already_applied > 0
     }
+
+    /// Adds another report's figures to this one (for totals over many batches).
+    pub fn add(&mut self, other: &ApplyReport) {
+        self.chunks_applied += other.chunks_applied;
+        self.chunks_already_applied += other.chunks_already_applied;
+        self.rows_written += other.rows_written;
+        self.transactions += other.transactions;
+        self.items_written += other.items_written;
+    }
 }
 
 enum ChunkOutcome {
-    Applied { write_units: f64 },
+    Applied,
     AlreadyApplied,
     Conflict,
 }
@@ -149,10 +157,10 @@ impl DynamoDbStore {
         for attempt in 0..MAX_ATTEMPTS {
             report.transactions += 1;
             match self.try_chunk(batch_id, chunk, now).await? {
-                ChunkOutcome::Applied { write_units } => {
+                ChunkOutcome::Applied => {
                     report.chunks_applied += 1;
                     report.rows_written += chunk.rows.len();
-                    report.write_units += write_units;
+                    report.items_written += chunk.rows.len() + 1;
                     return Ok(());
                 }
                 ChunkOutcome::AlreadyApplied => {
@@ -193,17 +201,10 @@ impl DynamoDbStore {
             .client
             .transact_write_items()
             .set_transact_items(Some(actions))
-            .return_consumed_capacity(ReturnConsumedCapacity::Total)
             .send()
             .await;
         match result {
-            Ok(output) => Ok(ChunkOutcome::Applied {
-                write_units: output
-                    .consumed_capacity()
-                    .iter()
-                    .filter_map(|c| c.capacity_units())
-                    .sum(),
-            }),
+            Ok(_) => Ok(ChunkOutcome::Applied),
             Err(err) => {
                 let reasons: Vec<Option<String>> = match err.as_service_error() {
                     Some(TransactWriteItemsError::TransactionCanceledException(cancel)) => cancel
