@@ -2,7 +2,7 @@
 //! exactly-once apply into DynamoDB Local → stored usage → invoice previews. The expected
 //! amounts are computed by hand from the sample's generator (`events/samples/`).
 
-#![allow(clippy::unwrap_used, clippy::expect_used)] // tests fail by panicking
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // tests fail by panicking
 
 use rust_decimal::Decimal;
 use rust_decimal_macros::dec;
