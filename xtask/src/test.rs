@@ -13,7 +13,7 @@ use std::process::Command;
 use anyhow::{Result, bail};
 use tollgate_devstack::{DYNAMODB_ENDPOINT_ENV, DynamoDbLocal};
 
-use crate::util::{self, Steps, cargo};
+use crate::util::{self, Steps, TestTally, cargo};
 
 const COMPONENTS: [&str; 2] = ["clippy", "rustfmt"];
 const TARGETS: [&str; 1] = ["wasm32-wasip1"];
@@ -53,25 +53,38 @@ impl Options {
 
 pub fn run(options: &Options) -> Result<()> {
     let mut steps = Steps::new();
-    let result = run_steps(options, &mut steps);
+    let mut tally = TestTally::default();
+    let result = run_steps(options, &mut steps, &mut tally);
     steps.print_summary();
+    // The last line is the plain total, so whoever reads only the closing line (CI) sees
+    // every test counted, not the last runner's count alone.
+    println!(
+        "summary: {} passed, {} failed, {} skipped",
+        tally.passed, tally.failed, tally.skipped
+    );
     result
 }
 
-fn run_steps(options: &Options, steps: &mut Steps) -> Result<()> {
+fn run_steps(options: &Options, steps: &mut Steps, tally: &mut TestTally) -> Result<()> {
     let root = util::repo_root()?;
     steps.run("toolchain: clippy, rustfmt, wasm32-wasip1", || {
         ensure_toolchain(&root)
     })?;
     let dynamodb = steps.run("DynamoDB Local", || DynamoDbLocal::ensure()?.start())?;
     let endpoint = dynamodb.endpoint().to_owned();
-    let checks = run_checks(options, steps, &root, &endpoint);
+    let checks = run_checks(options, steps, tally, &root, &endpoint);
     // Stop the emulator whatever happened; a check's failure is the one to report.
     let stopped = dynamodb.stop();
     checks.and(stopped)
 }
 
-fn run_checks(options: &Options, steps: &mut Steps, root: &Path, endpoint: &str) -> Result<()> {
+fn run_checks(
+    options: &Options,
+    steps: &mut Steps,
+    tally: &mut TestTally,
+    root: &Path,
+    endpoint: &str,
+) -> Result<()> {
     let cargo = || {
         let mut command = cargo(root);
         command.env(DYNAMODB_ENDPOINT_ENV, endpoint);
@@ -99,21 +112,28 @@ fn run_checks(options: &Options, steps: &mut Steps, root: &Path, endpoint: &str)
     let scope = scope_args(&options.runner_args);
     if util::succeeds_quietly(cargo().args(["nextest", "--version"])) {
         steps.run("tests (cargo nextest)", || {
-            util::run(
+            util::run_tallied(
                 cargo()
                     .args(["nextest", "run"])
                     .args(&scope)
                     .args(&options.runner_args),
+                tally,
             )
         })?;
     } else {
         steps.run("tests (cargo test; cargo-nextest not found)", || {
-            util::run(cargo().arg("test").args(&scope).args(&options.runner_args))
+            util::run_tallied(
+                cargo().arg("test").args(&scope).args(&options.runner_args),
+                tally,
+            )
         })?;
     }
     let doc_args = package_selection(&options.runner_args);
     steps.run("doctests (cargo test --doc)", || {
-        util::run(cargo().args(["test", "--doc"]).args(&scope).args(&doc_args))
+        util::run_tallied(
+            cargo().args(["test", "--doc"]).args(&scope).args(&doc_args),
+            tally,
+        )
     })?;
     Ok(())
 }

@@ -3,7 +3,7 @@
 use std::env;
 use std::ffi::OsStr;
 use std::fmt;
-use std::io::ErrorKind;
+use std::io::{BufRead, BufReader, ErrorKind};
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
@@ -64,6 +64,85 @@ pub fn run(command: &mut Command) -> Result<()> {
     let shown = show(command);
     eprintln!("    $ {shown}");
     let status = command.status().map_err(|err| spawn_error(err, &shown))?;
+    if status.success() {
+        Ok(())
+    } else {
+        Err(CommandFailed {
+            command: shown,
+            status,
+        }
+        .into())
+    }
+}
+
+/// Test counts read from test runners' closing lines, summed over runs.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct TestTally {
+    pub passed: u64,
+    pub failed: u64,
+    pub skipped: u64,
+}
+
+impl TestTally {
+    /// Reads counts from a nextest `Summary … N tests run: N passed, N failed, N skipped`
+    /// line or a libtest `test result: ok. N passed; N failed; N ignored; …` line.
+    pub fn absorb_line(&mut self, line: &str) {
+        let counts = if let Some((_, rest)) = line.split_once("tests run:") {
+            rest
+        } else if let Some((_, rest)) = line.split_once("test result:") {
+            rest
+        } else {
+            return;
+        };
+        for part in counts.split([',', ';', '.']) {
+            let mut words = part.split_whitespace();
+            let (Some(number), Some(label)) = (words.next(), words.next()) else {
+                continue;
+            };
+            let Ok(number) = number.parse::<u64>() else {
+                continue;
+            };
+            match label {
+                "passed" => self.passed += number,
+                "failed" | "timed" => self.failed += number,
+                "skipped" | "ignored" => self.skipped += number,
+                _ => {}
+            }
+        }
+    }
+}
+
+/// Like [`run`], but reads the test counts from the output while echoing it.
+pub fn run_tallied(command: &mut Command, tally: &mut TestTally) -> Result<()> {
+    let shown = show(command);
+    eprintln!("    $ {shown}");
+    let mut child = command
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .map_err(|err| spawn_error(err, &shown))?;
+    let stdout = child.stdout.take().context("child stdout")?;
+    let stderr = child.stderr.take().context("child stderr")?;
+    let echo_err = std::thread::spawn(move || {
+        let mut tally = TestTally::default();
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            eprintln!("{line}");
+            tally.absorb_line(&line);
+        }
+        tally
+    });
+    for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+        println!("{line}");
+        tally.absorb_line(&line);
+    }
+    if let Ok(from_stderr) = echo_err.join() {
+        tally.passed += from_stderr.passed;
+        tally.failed += from_stderr.failed;
+        tally.skipped += from_stderr.skipped;
+    }
+    let status = child
+        .wait()
+        .with_context(|| format!("waiting for `{shown}`"))?;
     if status.success() {
         Ok(())
     } else {
