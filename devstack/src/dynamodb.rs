@@ -10,7 +10,7 @@ use std::ffi::OsString;
 use std::fs;
 use std::net::{Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
-use std::process::{Command, ExitStatus};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
@@ -20,6 +20,7 @@ use crate::http;
 use crate::install::{InstallOutcome, install_atomically, run_captured};
 use crate::java::require_java;
 use crate::process::{Supervised, start_on_free_port};
+use crate::running::{RunningDynamoDbLocal, RunningEmulator};
 
 /// The npm package DynamoDB Local is taken from: it ships `emulator/DynamoDBLocal.jar`
 /// and `emulator/DynamoDBLocal_lib/`.
@@ -147,63 +148,7 @@ impl DynamoDbLocal {
             },
             probe,
         )?;
-        Ok(RunningDynamoDbLocal {
-            endpoint: format!("http://127.0.0.1:{port}"),
-            port,
-            process,
-        })
-    }
-}
-
-/// A running DynamoDB Local. Dropping it kills the emulator (and waits for it to exit).
-#[derive(Debug)]
-pub struct RunningDynamoDbLocal {
-    endpoint: String,
-    port: u16,
-    process: Supervised,
-}
-
-impl RunningDynamoDbLocal {
-    /// The endpoint URL to give an SDK client, e.g. `http://127.0.0.1:41234`.
-    pub fn endpoint(&self) -> &str {
-        &self.endpoint
-    }
-
-    /// The TCP port it listens on.
-    pub fn port(&self) -> u16 {
-        self.port
-    }
-
-    /// The emulator's process id (the JVM itself).
-    pub fn pid(&self) -> u32 {
-        self.process.pid()
-    }
-
-    /// Blocks until the emulator exits by itself or is killed from outside, e.g. by Ctrl-C
-    /// in the terminal; returns its exit status.
-    ///
-    /// # Errors
-    ///
-    /// When waiting on the process fails.
-    pub fn wait(&mut self) -> Result<ExitStatus> {
-        self.process.wait()
-    }
-
-    /// The last lines the emulator printed, for diagnostics.
-    pub fn output(&self) -> String {
-        self.process.output()
-    }
-
-    /// Stops the emulator and waits for it to exit, reporting failures (dropping does the
-    /// same but can only print them).
-    ///
-    /// # Errors
-    ///
-    /// When the process cannot be killed or reaped.
-    pub fn stop(mut self) -> Result<()> {
-        self.process.shutdown()?;
-        eprintln!("[devstack] DynamoDB Local on {} stopped", self.endpoint);
-        Ok(())
+        Ok(RunningEmulator::new("DynamoDB Local", port, process))
     }
 }
 

@@ -56,15 +56,15 @@ mod http;
 mod install;
 mod java;
 mod process;
+mod running;
 mod sqs;
 mod testing;
 
 pub use cache::{CACHE_DIR_ENV, cache_dir};
-pub use dynamodb::{
-    DYNAMODB_LOCAL_NPM_PACKAGE, DYNAMODB_LOCAL_NPM_VERSION, DynamoDbLocal, RunningDynamoDbLocal,
-};
+pub use dynamodb::{DYNAMODB_LOCAL_NPM_PACKAGE, DYNAMODB_LOCAL_NPM_VERSION, DynamoDbLocal};
 pub use install::InstallOutcome;
-pub use sqs::{MOTO_PYPI_VERSION, RunningSqsServer, SqsServer};
+pub use running::{RunningDynamoDbLocal, RunningEmulator, RunningSqsServer};
+pub use sqs::{MOTO_PYPI_VERSION, SqsServer};
 pub use testing::{
     DYNAMODB_ENDPOINT_ENV, SQS_ENDPOINT_ENV, dynamodb_endpoint_for_tests, sqs_endpoint_for_tests,
 };

@@ -7,7 +7,7 @@ use std::ffi::OsString;
 use std::fs;
 use std::net::{Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
-use std::process::{Command, ExitStatus};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
@@ -16,6 +16,7 @@ use crate::cache::cache_dir;
 use crate::http;
 use crate::install::{InstallOutcome, install_atomically, run_captured};
 use crate::process::{Supervised, start_on_free_port};
+use crate::running::{RunningEmulator, RunningSqsServer};
 
 /// The pinned version of the PyPI package `moto` (installed with its `server` extra).
 pub const MOTO_PYPI_VERSION: &str = "5.2.5";
@@ -131,62 +132,7 @@ impl SqsServer {
             },
             probe,
         )?;
-        Ok(RunningSqsServer {
-            endpoint: format!("http://127.0.0.1:{port}"),
-            port,
-            process,
-        })
-    }
-}
-
-/// A running SQS emulator. Dropping it kills the server (and waits for it to exit).
-#[derive(Debug)]
-pub struct RunningSqsServer {
-    endpoint: String,
-    port: u16,
-    process: Supervised,
-}
-
-impl RunningSqsServer {
-    /// The endpoint URL to give an SDK client, e.g. `http://127.0.0.1:41235`.
-    pub fn endpoint(&self) -> &str {
-        &self.endpoint
-    }
-
-    /// The TCP port it listens on (127.0.0.1 only).
-    pub fn port(&self) -> u16 {
-        self.port
-    }
-
-    /// The server's process id (the Python interpreter itself).
-    pub fn pid(&self) -> u32 {
-        self.process.pid()
-    }
-
-    /// Blocks until the server exits by itself or is killed from outside; returns its
-    /// exit status.
-    ///
-    /// # Errors
-    ///
-    /// When waiting on the process fails.
-    pub fn wait(&mut self) -> Result<ExitStatus> {
-        self.process.wait()
-    }
-
-    /// The last lines the server printed (moto logs one line per request).
-    pub fn output(&self) -> String {
-        self.process.output()
-    }
-
-    /// Stops the server and waits for it to exit, reporting failures.
-    ///
-    /// # Errors
-    ///
-    /// When the process cannot be killed or reaped.
-    pub fn stop(mut self) -> Result<()> {
-        self.process.shutdown()?;
-        eprintln!("[devstack] SQS emulator on {} stopped", self.endpoint);
-        Ok(())
+        Ok(RunningEmulator::new("SQS emulator", port, process))
     }
 }
 

@@ -3,8 +3,9 @@
 use std::env;
 use std::sync::OnceLock;
 
-use crate::dynamodb::{DynamoDbLocal, RunningDynamoDbLocal};
-use crate::sqs::{RunningSqsServer, SqsServer};
+use crate::dynamodb::DynamoDbLocal;
+use crate::running::{RunningDynamoDbLocal, RunningSqsServer};
+use crate::sqs::SqsServer;
 
 /// Environment variable carrying a running DynamoDB endpoint (set by `cargo xtask test`).
 pub const DYNAMODB_ENDPOINT_ENV: &str = "TOLLGATE_DYNAMODB_ENDPOINT";

@@ -64,15 +64,7 @@ pub fn run(command: &mut Command) -> Result<()> {
     let shown = show(command);
     eprintln!("    $ {shown}");
     let status = command.status().map_err(|err| spawn_error(err, &shown))?;
-    if status.success() {
-        Ok(())
-    } else {
-        Err(CommandFailed {
-            command: shown,
-            status,
-        }
-        .into())
-    }
+    succeeded(shown, status)
 }
 
 /// Test counts read from test runners' closing lines, summed over runs.
@@ -143,14 +135,14 @@ pub fn run_tallied(command: &mut Command, tally: &mut TestTally) -> Result<()> {
     let status = child
         .wait()
         .with_context(|| format!("waiting for `{shown}`"))?;
+    succeeded(shown, status)
+}
+
+fn succeeded(command: String, status: ExitStatus) -> Result<()> {
     if status.success() {
         Ok(())
     } else {
-        Err(CommandFailed {
-            command: shown,
-            status,
-        }
-        .into())
+        Err(CommandFailed { command, status }.into())
     }
 }
 

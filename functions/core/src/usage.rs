@@ -275,24 +275,34 @@ impl<'c> UsageAggregator<'c> {
 
 /// Merges rows with equal keys; the result is sorted by key.
 pub fn merge_rows(rows: impl IntoIterator<Item = UsageRow>) -> Result<Vec<UsageRow>, UsageError> {
-    let mut merged: BTreeMap<UsageKey, AggregateState> = BTreeMap::new();
+    Ok(merge_by(rows, |key| key.clone())?
+        .into_iter()
+        .map(|(key, state)| UsageRow { key, state })
+        .collect())
+}
+
+/// Merges the states of `rows` that `group` maps to the same group.
+fn merge_by<G: Ord, R: std::borrow::Borrow<UsageRow>>(
+    rows: impl IntoIterator<Item = R>,
+    group: impl Fn(&UsageKey) -> G,
+) -> Result<BTreeMap<G, AggregateState>, UsageError> {
+    let mut merged: BTreeMap<G, AggregateState> = BTreeMap::new();
     for row in rows {
-        match merged.get_mut(&row.key) {
-            Some(state) => state
+        let row = row.borrow();
+        match merged.entry(group(&row.key)) {
+            std::collections::btree_map::Entry::Occupied(mut entry) => entry
+                .get_mut()
                 .merge(&row.state)
                 .map_err(|source| UsageError::Merge {
                     key: row.key.to_string(),
                     source,
                 })?,
-            None => {
-                merged.insert(row.key, row.state);
+            std::collections::btree_map::Entry::Vacant(entry) => {
+                entry.insert(row.state.clone());
             }
         }
     }
-    Ok(merged
-        .into_iter()
-        .map(|(key, state)| UsageRow { key, state })
-        .collect())
+    Ok(merged)
 }
 
 /// Folds `rows` (any windows, any dimensions) into one state per meter and reads each
@@ -304,29 +314,14 @@ pub fn quantities_by_meter(
     rows: &[UsageRow],
     catalog: &MeterCatalog,
 ) -> Result<BTreeMap<MeterName, rust_decimal::Decimal>, UsageError> {
-    let mut states: BTreeMap<&MeterName, AggregateState> = BTreeMap::new();
-    for row in rows {
-        match states.get_mut(&row.key.meter) {
-            Some(state) => state
-                .merge(&row.state)
-                .map_err(|source| UsageError::Merge {
-                    key: row.key.to_string(),
-                    source,
-                })?,
-            None => {
-                states.insert(&row.key.meter, row.state.clone());
-            }
-        }
-    }
+    let states = merge_by(rows, |key| key.meter.clone())?;
     let mut quantities = BTreeMap::new();
     for (meter, state) in states {
-        let aggregation =
-            catalog
-                .get(meter)
-                .map(|m| &m.aggregation)
-                .ok_or_else(|| UsageError::UnknownMeter {
-                    meter: meter.clone(),
-                })?;
+        let aggregation = catalog.get(&meter).map(|m| &m.aggregation).ok_or_else(|| {
+            UsageError::UnknownMeter {
+                meter: meter.clone(),
+            }
+        })?;
         if let Some(quantity) = state.quantity(aggregation) {
             quantities.insert(meter.clone(), quantity);
         }

@@ -113,39 +113,30 @@ impl DynamoDbStore {
         after: Option<&str>,
         limit: usize,
     ) -> Result<Vec<T>, StoreError> {
+        let mut request = self
+            .client
+            .query()
+            .table_name(&self.table)
+            .index_name(GSI1)
+            .expression_attribute_names("#gpk", GSI1_PK)
+            .expression_attribute_values(":gpk", AttributeValue::S(gsi_pk.to_owned()));
+        request = match after {
+            Some(after) => request
+                .key_condition_expression("#gpk = :gpk AND #gsk > :after")
+                .expression_attribute_names("#gsk", GSI1_SK)
+                .expression_attribute_values(":after", AttributeValue::S(after.to_owned())),
+            None => request.key_condition_expression("#gpk = :gpk"),
+        };
+        let mut items = request.into_paginator().items().send();
         let mut docs = Vec::new();
-        let mut start_key = None;
-        loop {
-            let mut request = self
-                .client
-                .query()
-                .table_name(&self.table)
-                .index_name(GSI1)
-                .expression_attribute_names("#gpk", GSI1_PK)
-                .expression_attribute_values(":gpk", AttributeValue::S(gsi_pk.to_owned()))
-                .set_exclusive_start_key(start_key.take());
-            request = match after {
-                Some(after) => request
-                    .key_condition_expression("#gpk = :gpk AND #gsk > :after")
-                    .expression_attribute_names("#gsk", GSI1_SK)
-                    .expression_attribute_values(":after", AttributeValue::S(after.to_owned())),
-                None => request.key_condition_expression("#gpk = :gpk"),
-            };
-            let output = request
-                .send()
-                .await
-                .map_err(|e| StoreError::from_sdk("Query", e))?;
-            for item in output.items() {
-                if docs.len() == limit {
-                    return Ok(docs);
-                }
-                docs.push(parse_doc(item)?);
-            }
-            match output.last_evaluated_key() {
-                Some(key) if !key.is_empty() => start_key = Some(key.clone()),
-                _ => return Ok(docs),
+        while docs.len() < limit {
+            match items.try_next().await {
+                Ok(Some(item)) => docs.push(parse_doc(&item)?),
+                Ok(None) => break,
+                Err(e) => return Err(StoreError::from_sdk("Query", e)),
             }
         }
+        Ok(docs)
     }
 
     /// Documents under partition `pk` whose sort key begins with `prefix`, in order.
@@ -154,31 +145,23 @@ impl DynamoDbStore {
         pk: String,
         prefix: &str,
     ) -> Result<Vec<T>, StoreError> {
-        let mut docs = Vec::new();
-        let mut start_key = None;
-        loop {
-            let output = self
-                .client
-                .query()
-                .table_name(&self.table)
-                .key_condition_expression("#pk = :pk AND begins_with(#sk, :prefix)")
-                .expression_attribute_names("#pk", PK)
-                .expression_attribute_names("#sk", SK)
-                .expression_attribute_values(":pk", AttributeValue::S(pk.clone()))
-                .expression_attribute_values(":prefix", AttributeValue::S(prefix.to_owned()))
-                .consistent_read(true)
-                .set_exclusive_start_key(start_key.take())
-                .send()
-                .await
-                .map_err(|e| StoreError::from_sdk("Query", e))?;
-            for item in output.items() {
-                docs.push(parse_doc(item)?);
-            }
-            match output.last_evaluated_key() {
-                Some(key) if !key.is_empty() => start_key = Some(key.clone()),
-                _ => return Ok(docs),
-            }
-        }
+        let items = self
+            .client
+            .query()
+            .table_name(&self.table)
+            .key_condition_expression("#pk = :pk AND begins_with(#sk, :prefix)")
+            .expression_attribute_names("#pk", PK)
+            .expression_attribute_names("#sk", SK)
+            .expression_attribute_values(":pk", AttributeValue::S(pk))
+            .expression_attribute_values(":prefix", AttributeValue::S(prefix.to_owned()))
+            .consistent_read(true)
+            .into_paginator()
+            .items()
+            .send()
+            .try_collect()
+            .await
+            .map_err(|e| StoreError::from_sdk("Query", e))?;
+        items.iter().map(parse_doc).collect()
     }
 
     /// Registers a new tenant; fails with `AlreadyExists` if the id is taken.

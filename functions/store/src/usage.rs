@@ -51,38 +51,27 @@ impl DynamoDbStore {
         let last = Window::range(granularity, from, to).last().unwrap_or(first);
         let lower = format!("{prefix}#{}", first.key());
         let upper = format!("{prefix}#{}", last.next().key());
-        let mut rows = Vec::new();
-        let mut start_key = None;
-        loop {
-            let output = self
-                .client
-                .query()
-                .table_name(&self.table)
-                .key_condition_expression("#pk = :pk AND #sk BETWEEN :lower AND :upper")
-                .expression_attribute_names("#pk", PK)
-                .expression_attribute_names("#sk", SK)
-                .expression_attribute_values(
-                    ":pk",
-                    AttributeValue::S(keys::usage_partition(tenant)),
-                )
-                .expression_attribute_values(":lower", AttributeValue::S(lower.clone()))
-                .expression_attribute_values(":upper", AttributeValue::S(upper.clone()))
-                .set_exclusive_start_key(start_key.take())
-                .send()
-                .await
-                .map_err(|e| StoreError::from_sdk("Query", e))?;
-            for item in output.items() {
-                if codec::is_expired(item, now) {
-                    continue;
-                }
-                let row = codec::usage_row(tenant, item)?;
-                if row.key.window.granularity() == granularity && row.key.window.start() < to {
-                    rows.push(row);
-                }
-            }
-            match output.last_evaluated_key() {
-                Some(key) if !key.is_empty() => start_key = Some(key.clone()),
-                _ => break,
+        let items = self
+            .client
+            .query()
+            .table_name(&self.table)
+            .key_condition_expression("#pk = :pk AND #sk BETWEEN :lower AND :upper")
+            .expression_attribute_names("#pk", PK)
+            .expression_attribute_names("#sk", SK)
+            .expression_attribute_values(":pk", AttributeValue::S(keys::usage_partition(tenant)))
+            .expression_attribute_values(":lower", AttributeValue::S(lower))
+            .expression_attribute_values(":upper", AttributeValue::S(upper))
+            .into_paginator()
+            .items()
+            .send()
+            .try_collect()
+            .await
+            .map_err(|e| StoreError::from_sdk("Query", e))?;
+        let mut rows = Vec::with_capacity(items.len());
+        for item in items.iter().filter(|item| !codec::is_expired(item, now)) {
+            let row = codec::usage_row(tenant, item)?;
+            if row.key.window.granularity() == granularity && row.key.window.start() < to {
+                rows.push(row);
             }
         }
         Ok(rows)
