@@ -56,8 +56,21 @@ async fn demo(endpoint: &str) -> Result<()> {
         report.redelivery.chunks_already_applied, report.redelivery.chunks_applied
     );
     for tenant in &data.tenants {
-        let preview = sample_month::invoice(&store, &data.catalog, &tenant.tenant).await?;
         println!();
+        println!(
+            "==> usage of {} in {}",
+            tenant.display_name,
+            sample_month::SAMPLE_MONTH
+        );
+        let usage = sample_month::month_usage(&store, &data.catalog, &tenant.tenant).await?;
+        for (meter, quantity) in &usage {
+            let unit = data.catalog.get(meter).map_or("", |m| m.unit.as_str());
+            println!(
+                "    {meter:<20} {:>16} {unit}",
+                quantity.round_dp(6).normalize()
+            );
+        }
+        let preview = sample_month::invoice(&store, &data.catalog, &tenant.tenant).await?;
         print_preview(&tenant.display_name, &preview);
     }
     Ok(())

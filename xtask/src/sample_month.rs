@@ -7,8 +7,9 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
 use chrono::{DateTime, Duration, Utc};
+use rust_decimal::Decimal;
 use tollgate_core::event::UsageEvent;
-use tollgate_core::ids::TenantId;
+use tollgate_core::ids::{MeterName, TenantId};
 use tollgate_core::invoice::{InvoicePreview, preview_invoice};
 use tollgate_core::meter::MeterCatalog;
 use tollgate_core::plan::{Plan, PlanTimeline};
@@ -146,23 +147,33 @@ pub async fn load(store: &DynamoDbStore, data: &SampleData) -> Result<LoadReport
     Ok(report)
 }
 
-/// The invoice preview of `tenant` for the sample month, from stored usage and plans,
-/// read as of the replay clock (the sample month is older than hourly retention today).
+/// `tenant`'s month quantities per meter, from the stored hourly counters, read as of the
+/// replay clock (the sample month is older than hourly retention today).
+pub async fn month_usage(
+    store: &DynamoDbStore,
+    catalog: &MeterCatalog,
+    tenant: &TenantId,
+) -> Result<BTreeMap<MeterName, Decimal>> {
+    let month = month_window()?;
+    let (now, _) = backfill_clock()?;
+    let rows = store
+        .usage_at(tenant, Granularity::Hour, month.start(), month.end(), now)
+        .await?;
+    Ok(quantities_by_meter(&rows, catalog)?)
+}
+
+/// The invoice preview of `tenant` for the sample month, from stored usage and plans.
 pub async fn invoice(
     store: &DynamoDbStore,
     catalog: &MeterCatalog,
     tenant: &TenantId,
 ) -> Result<InvoicePreview> {
     let month = month_window()?;
-    let (now, _) = backfill_clock()?;
     let profile = store
         .tenant(tenant)
         .await?
         .with_context(|| format!("tenant {tenant} is not registered"))?;
-    let rows = store
-        .usage_at(tenant, Granularity::Hour, month.start(), month.end(), now)
-        .await?;
-    let quantities = quantities_by_meter(&rows, catalog)?;
+    let quantities = month_usage(store, catalog, tenant).await?;
     let versions = store.plan_versions(&profile.plan).await?;
     let timeline = PlanTimeline::from_versions(&versions)
         .with_context(|| format!("plan {} of tenant {tenant}", profile.plan))?;
