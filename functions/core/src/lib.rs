@@ -10,6 +10,7 @@
 //! - [`window`]: UTC minute/hour/day/month buckets and the late-event horizon.
 //! - [`event`]: CloudEvents usage events and their validation rules.
 //! - [`meter`]: which events a meter takes, the value it reads, and how it aggregates.
+//! - [`message`]: queue message contracts (CloudEvents, edge batches) → exactly-once batches.
 //! - [`tenant`]: tenant profiles and API keys, stored only as SHA-256 digests.
 //! - [`usage`]: aggregated usage rows and batches, the unit of exactly-once accounting.
 //! - [`config`]: configuration problems, reported all at once with their field paths.
@@ -25,6 +26,7 @@ pub mod config;
 pub mod event;
 pub mod ids;
 pub mod invoice;
+pub mod message;
 pub mod meter;
 pub mod money;
 pub mod plan;
