@@ -281,6 +281,37 @@ pub fn merge_rows(rows: impl IntoIterator<Item = UsageRow>) -> Result<Vec<UsageR
         .collect())
 }
 
+/// Rolls rows up to `granularity` (hours → days → months): each key's window becomes the
+/// coarser window containing it, and equal keys merge. Rows already at or above the
+/// target granularity keep their window.
+pub fn rolled_up_to(
+    rows: impl IntoIterator<Item = UsageRow>,
+    granularity: Granularity,
+) -> Result<Vec<UsageRow>, UsageError> {
+    merge_rows(rows.into_iter().map(|row| {
+        let window = if row.key.window.granularity() < granularity {
+            Window::containing(granularity, row.key.window.start())
+        } else {
+            row.key.window
+        };
+        UsageRow {
+            key: UsageKey { window, ..row.key },
+            state: row.state,
+        }
+    }))
+}
+
+/// The rows of `recomputed` whose state differs from (or is missing in) `stored`: what a
+/// rollup must write. Writing only these keeps a re-run of an unchanged window free.
+pub fn changed_rows(recomputed: Vec<UsageRow>, stored: &[UsageRow]) -> Vec<UsageRow> {
+    let stored: BTreeMap<&UsageKey, &AggregateState> =
+        stored.iter().map(|row| (&row.key, &row.state)).collect();
+    recomputed
+        .into_iter()
+        .filter(|row| stored.get(&row.key) != Some(&&row.state))
+        .collect()
+}
+
 /// Merges the states of `rows` that `group` maps to the same group.
 fn merge_by<G: Ord, R: std::borrow::Borrow<UsageRow>>(
     rows: impl IntoIterator<Item = R>,
@@ -448,6 +479,54 @@ mod tests {
         assert_eq!(quantities[&requests], rust_decimal::Decimal::new(125, 1));
         // 2 hourly samples of 73 GB = 146 GB-hours = 0.2 GB-months of 730 h.
         assert_eq!(quantities[&disk], rust_decimal::Decimal::new(2, 1));
+    }
+
+    fn count_row(window: &str, granularity: Granularity, n: u64) -> UsageRow {
+        UsageRow {
+            key: UsageKey {
+                tenant: TenantId::new("acme").unwrap(),
+                meter: MeterName::new("requests").unwrap(),
+                window: Window::parse_key(granularity, window).unwrap(),
+                dimensions: Dimensions::default(),
+            },
+            state: AggregateState::Count { n },
+        }
+    }
+
+    #[test]
+    fn hours_roll_up_into_days_and_months() {
+        let hours = vec![
+            count_row("2026-10-31T23", Granularity::Hour, 1),
+            count_row("2026-11-01T00", Granularity::Hour, 2),
+            count_row("2026-11-01T13", Granularity::Hour, 3),
+        ];
+        let days = rolled_up_to(hours.clone(), Granularity::Day).unwrap();
+        assert_eq!(
+            days,
+            vec![
+                count_row("2026-10-31", Granularity::Day, 1),
+                count_row("2026-11-01", Granularity::Day, 5)
+            ]
+        );
+        let months = rolled_up_to(days, Granularity::Month).unwrap();
+        assert_eq!(months, rolled_up_to(hours, Granularity::Month).unwrap());
+        assert_eq!(months[1], count_row("2026-11", Granularity::Month, 5));
+    }
+
+    #[test]
+    fn only_changed_rows_are_written_again() {
+        let stored = vec![
+            count_row("2026-11-01", Granularity::Day, 5),
+            count_row("2026-11-02", Granularity::Day, 1),
+        ];
+        let recomputed = vec![
+            count_row("2026-11-01", Granularity::Day, 5),
+            count_row("2026-11-02", Granularity::Day, 2),
+            count_row("2026-11-03", Granularity::Day, 1),
+        ];
+        let changed = changed_rows(recomputed, &stored);
+        let windows: Vec<String> = changed.iter().map(|r| r.key.window.key()).collect();
+        assert_eq!(windows, ["2026-11-02", "2026-11-03"]);
     }
 
     #[test]

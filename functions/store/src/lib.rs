@@ -9,6 +9,8 @@
 //! - [`usage`]: reading a tenant's usage by granularity and time range.
 //! - [`directory`]: tenants and API keys (stored as SHA-256 digests only).
 //! - [`plans`]: immutable plan versions and tenant budgets.
+//! - [`rejections`]: rejected messages, kept with their reasons.
+//! - [`rollups`]: daily and monthly rollups, the rollup watermark, and the usage view.
 //!
 //! Errors are [`StoreError`]s that know whether they are transient, so a Lambda can
 //! return a message to the queue for a retry or record it as rejected.
@@ -18,6 +20,8 @@ mod codec;
 pub mod directory;
 pub mod error;
 pub mod plans;
+pub mod rejections;
+pub mod rollups;
 pub mod table;
 pub mod usage;
 
@@ -26,6 +30,8 @@ use aws_sdk_dynamodb::config::{BehaviorVersion, Credentials, Region};
 
 pub use apply::{ApplyReport, Chunk, plan_chunks};
 pub use error::StoreError;
+pub use rejections::rejection_cursor;
+pub use rollups::RollupWatermark;
 pub use table::{Retention, create_table};
 
 /// The DynamoDB adapter: a client, the table name, and the retention policy.

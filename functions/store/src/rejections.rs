@@ -1,0 +1,59 @@
+//! Rejected messages: the record that keeps "nothing lost silently" true.
+//!
+//! A message that can never be applied (malformed, unknown contract, too old) is stored
+//! here with its reason and acknowledged, instead of cycling through retries to the DLQ.
+//! The record is keyed by the queue's message id, so a redelivery of the same message
+//! records it once.
+
+use tollgate_core::message::Rejection;
+
+use crate::DynamoDbStore;
+use crate::directory::WriteMode;
+use crate::error::StoreError;
+
+const REJECTIONS_INDEX: &str = "REJECTED";
+const MESSAGE: &str = "MSG";
+
+/// The listing position of a rejection: pass the last one seen as `after` to page on.
+pub fn rejection_cursor(rejection: &Rejection) -> String {
+    format!(
+        "{}#{}",
+        rejection
+            .received_at
+            .to_rfc3339_opts(chrono::SecondsFormat::Micros, true),
+        rejection.message_id
+    )
+}
+
+impl DynamoDbStore {
+    /// Records `rejection` once; recording the same message id again keeps the first.
+    pub async fn record_rejection(&self, rejection: &Rejection) -> Result<(), StoreError> {
+        let partition = match &rejection.tenant {
+            Some(tenant) => format!("REJECTED#{tenant}"),
+            None => "REJECTED#-".to_owned(),
+        };
+        let written = self
+            .put_doc(
+                partition,
+                &format!("{MESSAGE}#{}", rejection.message_id),
+                rejection,
+                Some((REJECTIONS_INDEX.to_owned(), rejection_cursor(rejection))),
+                WriteMode::Create,
+            )
+            .await;
+        match written {
+            Err(StoreError::AlreadyExists { .. }) => Ok(()),
+            other => other,
+        }
+    }
+
+    /// Up to `limit` rejections, oldest first, after the cursor `after`
+    /// (see [`rejection_cursor`]).
+    pub async fn rejections(
+        &self,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<Rejection>, StoreError> {
+        self.list_docs(REJECTIONS_INDEX, after, limit).await
+    }
+}
