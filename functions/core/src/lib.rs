@@ -19,6 +19,8 @@
 //! - [`pricing`]: exact pricing arithmetic: allowances, packages, tiers and proration.
 //! - [`invoice`]: invoice previews: a month of usage priced into rounded lines.
 //! - [`budget`]: monthly budgets: threshold alerts, forecasts and the hard-limit verdict.
+//! - [`quota`]: remaining daily and monthly quota of a meter.
+//! - [`run_rate`]: run-rate projections of usage to the end of a period.
 
 pub mod aggregate;
 pub mod budget;
@@ -31,6 +33,8 @@ pub mod meter;
 pub mod money;
 pub mod plan;
 pub mod pricing;
+pub mod quota;
+pub mod run_rate;
 pub mod tenant;
 pub mod usage;
 pub mod window;
