@@ -221,10 +221,28 @@ pub struct Rejection {
 impl Rejection {
     pub const EXCERPT_BYTES: usize = 1024;
 
+    /// The rejection of a message that broke its contract.
     pub fn new(
         message_id: &str,
         body: &str,
         error: &MessageError,
+        received_at: DateTime<Utc>,
+    ) -> Rejection {
+        Rejection::with_reason(
+            message_id,
+            body,
+            error.code(),
+            error.to_string(),
+            received_at,
+        )
+    }
+
+    /// A rejection for any other permanent reason (storage refused the batch, say).
+    pub fn with_reason(
+        message_id: &str,
+        body: &str,
+        code: &str,
+        reason: String,
         received_at: DateTime<Utc>,
     ) -> Rejection {
         let mut end = body.len().min(Rejection::EXCERPT_BYTES);
@@ -238,8 +256,8 @@ impl Rejection {
         Rejection {
             message_id: message_id.to_owned(),
             tenant,
-            code: error.code().to_owned(),
-            reason: error.to_string(),
+            code: code.to_owned(),
+            reason,
             received_at,
             body_excerpt: body[..end].to_owned(),
         }

@@ -32,15 +32,18 @@ use aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError;
 use aws_sdk_dynamodb::types::{AttributeValue, KeysAndAttributes, Put, TransactWriteItem, Update};
 use chrono::{DateTime, Utc};
 use tollgate_core::aggregate::AggregateState;
-use tollgate_core::usage::{UsageBatch, UsageRow, merge_rows};
+use tollgate_core::usage::{UsageBatch, UsageKey, UsageRow, merge_rows};
 
 use crate::DynamoDbStore;
 use crate::codec::{self, StoredState};
 use crate::error::StoreError;
 use crate::table::{PK, SK, TTL, keys};
 
+/// DynamoDB's limit of actions in one `TransactWriteItems`.
+pub const MAX_TRANSACTION_ITEMS: usize = 100;
+
 /// Counter updates per transaction; the 100th action is the chunk's dedupe marker.
-pub const ROWS_PER_CHUNK: usize = 99;
+pub const ROWS_PER_CHUNK: usize = MAX_TRANSACTION_ITEMS - 1;
 
 /// The longest accepted batch id, in bytes (it becomes part of a partition key).
 pub const MAX_BATCH_ID_BYTES: usize = 1024;
@@ -119,10 +122,42 @@ impl ApplyReport {
     }
 }
 
-enum ChunkOutcome {
+/// What happened to one batch of an [`apply_batches`](DynamoDbStore::apply_batches) call.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BatchOutcome {
+    /// This call committed the batch.
     Applied,
+    /// An earlier delivery had committed it; nothing was written.
     AlreadyApplied,
+}
+
+/// Outcomes in the order of the batches given, and totals over the call.
+#[derive(Debug, Default)]
+pub struct BatchesReport {
+    pub outcomes: Vec<Result<BatchOutcome, StoreError>>,
+    pub totals: ApplyReport,
+}
+
+/// One dedupe marker in a transaction: chunk `chunk` of batch `batch_id`.
+struct Marker<'a> {
+    batch_id: &'a str,
+    chunk: usize,
+    rows: usize,
+}
+
+enum TransactionOutcome {
+    Applied,
+    /// The markers at these positions already exist: those chunks were applied before.
+    MarkersExist(Vec<usize>),
+    /// Another writer changed a versioned counter (or the transaction lost a race).
     Conflict,
+}
+
+/// A single-chunk batch waiting to share a transaction.
+struct Member<'a> {
+    position: usize,
+    batch_id: &'a str,
+    chunk: Chunk,
 }
 
 impl DynamoDbStore {
@@ -146,6 +181,141 @@ impl DynamoDbStore {
         Ok(report)
     }
 
+    /// Applies many batches (one per queue message), each exactly once, with as few
+    /// writes as that allows.
+    ///
+    /// Batches that fit one chunk share transactions: each transaction holds one marker
+    /// per member batch and the members' rows **merged by key**, at most 100 items. A
+    /// member's contribution is written if and only if its marker is, in the same
+    /// transaction, so the result is exactly-once under any grouping: a redelivered
+    /// message may arrive with other companions in another invocation, or alone, and its
+    /// marker still commits once, with its own rows. When a transaction fails because some
+    /// members' markers exist, those members are already applied; the rest are merged
+    /// again without them and retried. Batches larger than a chunk are applied on their own.
+    ///
+    /// Never fails as a whole: each batch gets its own outcome.
+    pub async fn apply_batches(&self, batches: &[UsageBatch], now: DateTime<Utc>) -> BatchesReport {
+        let mut report = BatchesReport {
+            outcomes: Vec::with_capacity(batches.len()),
+            totals: ApplyReport::default(),
+        };
+        let mut outcomes: Vec<Option<Result<BatchOutcome, StoreError>>> =
+            batches.iter().map(|_| None).collect();
+        let mut members = Vec::new();
+        for (position, batch) in batches.iter().enumerate() {
+            match plan_chunks(batch) {
+                Err(e) => outcomes[position] = Some(Err(e)),
+                Ok(chunks) if chunks.len() <= 1 => match chunks.into_iter().next() {
+                    Some(chunk) => members.push(Member {
+                        position,
+                        batch_id: &batch.batch_id,
+                        chunk,
+                    }),
+                    None => outcomes[position] = Some(Ok(BatchOutcome::Applied)),
+                },
+                Ok(_) => {
+                    let applied = self.apply_batch_at(batch, now).await;
+                    outcomes[position] = Some(applied.map(|r| {
+                        report.totals.add(&r);
+                        if r.was_duplicate() {
+                            BatchOutcome::AlreadyApplied
+                        } else {
+                            BatchOutcome::Applied
+                        }
+                    }));
+                }
+            }
+        }
+        for group in pack(members) {
+            for (position, outcome) in self.apply_group(group, now, &mut report.totals).await {
+                outcomes[position] = Some(outcome);
+            }
+        }
+        report.outcomes = outcomes
+            .into_iter()
+            .map(|o| {
+                o.unwrap_or_else(|| {
+                    Err(StoreError::InvalidBatch(
+                        "batch was not attempted".to_owned(),
+                    ))
+                })
+            })
+            .collect();
+        report
+    }
+
+    async fn apply_group(
+        &self,
+        mut remaining: Vec<Member<'_>>,
+        now: DateTime<Utc>,
+        totals: &mut ApplyReport,
+    ) -> Vec<(usize, Result<BatchOutcome, StoreError>)> {
+        let mut outcomes = Vec::with_capacity(remaining.len());
+        for attempt in 0..MAX_ATTEMPTS {
+            if remaining.is_empty() {
+                return outcomes;
+            }
+            let Ok(rows) = merge_rows(remaining.iter().flat_map(|m| m.chunk.rows.iter().cloned()))
+            else {
+                break;
+            };
+            let markers: Vec<Marker<'_>> = remaining
+                .iter()
+                .map(|m| Marker {
+                    batch_id: m.batch_id,
+                    chunk: m.chunk.index,
+                    rows: m.chunk.rows.len(),
+                })
+                .collect();
+            totals.transactions += 1;
+            match self.try_transaction(&markers, &rows, now).await {
+                Ok(TransactionOutcome::Applied) => {
+                    totals.chunks_applied += remaining.len();
+                    totals.rows_written += rows.len();
+                    totals.items_written += rows.len() + remaining.len();
+                    outcomes.extend(
+                        remaining
+                            .iter()
+                            .map(|m| (m.position, Ok(BatchOutcome::Applied))),
+                    );
+                    return outcomes;
+                }
+                Ok(TransactionOutcome::MarkersExist(done)) => {
+                    totals.chunks_already_applied += done.len();
+                    let mut index = 0;
+                    remaining.retain(|m| {
+                        let keep = !done.contains(&index);
+                        if !keep {
+                            outcomes.push((m.position, Ok(BatchOutcome::AlreadyApplied)));
+                        }
+                        index += 1;
+                        keep
+                    });
+                }
+                Ok(TransactionOutcome::Conflict) => backoff(attempt).await,
+                Err(_) => break,
+            }
+        }
+        // Something other than duplicates or conflicts (or persistent contention): apply
+        // each member on its own, so each gets its own outcome and error.
+        for member in remaining {
+            let mut report = ApplyReport::default();
+            let applied = self
+                .apply_chunk(member.batch_id, &member.chunk, now, &mut report)
+                .await
+                .map(|()| {
+                    if report.was_duplicate() {
+                        BatchOutcome::AlreadyApplied
+                    } else {
+                        BatchOutcome::Applied
+                    }
+                });
+            totals.add(&report);
+            outcomes.push((member.position, applied));
+        }
+        outcomes
+    }
+
     /// Applies one chunk of a batch; public so that tests can commit part of a batch.
     pub async fn apply_chunk(
         &self,
@@ -154,23 +324,25 @@ impl DynamoDbStore {
         now: DateTime<Utc>,
         report: &mut ApplyReport,
     ) -> Result<(), StoreError> {
+        let marker = [Marker {
+            batch_id,
+            chunk: chunk.index,
+            rows: chunk.rows.len(),
+        }];
         for attempt in 0..MAX_ATTEMPTS {
             report.transactions += 1;
-            match self.try_chunk(batch_id, chunk, now).await? {
-                ChunkOutcome::Applied => {
+            match self.try_transaction(&marker, &chunk.rows, now).await? {
+                TransactionOutcome::Applied => {
                     report.chunks_applied += 1;
                     report.rows_written += chunk.rows.len();
                     report.items_written += chunk.rows.len() + 1;
                     return Ok(());
                 }
-                ChunkOutcome::AlreadyApplied => {
+                TransactionOutcome::MarkersExist(_) => {
                     report.chunks_already_applied += 1;
                     return Ok(());
                 }
-                ChunkOutcome::Conflict => {
-                    let backoff = 10u64 << attempt.min(6);
-                    tokio::time::sleep(Duration::from_millis(backoff)).await;
-                }
+                TransactionOutcome::Conflict => backoff(attempt).await,
             }
         }
         Err(StoreError::Contended {
@@ -179,21 +351,25 @@ impl DynamoDbStore {
         })
     }
 
-    async fn try_chunk(
+    /// One transaction: every marker (with `attribute_not_exists`) and every row.
+    async fn try_transaction(
         &self,
-        batch_id: &str,
-        chunk: &Chunk,
+        markers: &[Marker<'_>],
+        rows: &[UsageRow],
         now: DateTime<Utc>,
-    ) -> Result<ChunkOutcome, StoreError> {
-        let stored = self.read_versioned_states(chunk).await?;
-        let mut actions = Vec::with_capacity(chunk.rows.len() + 1);
-        actions.push(self.marker_put(batch_id, chunk, now)?);
-        for row in &chunk.rows {
+    ) -> Result<TransactionOutcome, StoreError> {
+        let stored = self.read_versioned_states(rows).await?;
+        let mut actions = Vec::with_capacity(markers.len() + rows.len());
+        for marker in markers {
+            actions.push(self.marker_put(marker, now)?);
+        }
+        for row in rows {
             let sk = keys::usage_sort(&row.key).unwrap_or_default();
             let action = if row.state.is_additive() {
                 self.additive_update(row, &sk)?
             } else {
-                self.versioned_put(row, stored.get(&sk))?
+                let pk = keys::usage_partition(&row.key.tenant);
+                self.versioned_put(row, stored.get(&(pk, sk)))?
             };
             actions.push(action);
         }
@@ -203,37 +379,27 @@ impl DynamoDbStore {
             .set_transact_items(Some(actions))
             .send()
             .await;
-        match result {
-            Ok(_) => Ok(ChunkOutcome::Applied),
-            Err(err) => {
-                let reasons: Vec<Option<String>> = match err.as_service_error() {
-                    Some(TransactWriteItemsError::TransactionCanceledException(cancel)) => cancel
-                        .cancellation_reasons()
-                        .iter()
-                        .map(|r| r.code().map(str::to_owned))
-                        .collect(),
-                    _ => return Err(StoreError::from_sdk("TransactWriteItems", err)),
-                };
-                self.classify_cancellation(chunk, &reasons, err)
-            }
-        }
-    }
-
-    fn classify_cancellation(
-        &self,
-        chunk: &Chunk,
-        reasons: &[Option<String>],
-        err: aws_sdk_dynamodb::error::SdkError<
-            TransactWriteItemsError,
-            aws_sdk_dynamodb::config::http::HttpResponse,
-        >,
-    ) -> Result<ChunkOutcome, StoreError> {
+        let err = match result {
+            Ok(_) => return Ok(TransactionOutcome::Applied),
+            Err(err) => err,
+        };
+        let reasons: Vec<Option<String>> = match err.as_service_error() {
+            Some(TransactWriteItemsError::TransactionCanceledException(cancel)) => cancel
+                .cancellation_reasons()
+                .iter()
+                .map(|r| r.code().map(str::to_owned))
+                .collect(),
+            _ => return Err(StoreError::from_sdk("TransactWriteItems", err)),
+        };
         let failed = |i: usize| reasons.get(i).and_then(|r| r.as_deref());
-        if failed(0) == Some("ConditionalCheckFailed") {
-            return Ok(ChunkOutcome::AlreadyApplied);
+        let existing: Vec<usize> = (0..markers.len())
+            .filter(|&i| failed(i) == Some("ConditionalCheckFailed"))
+            .collect();
+        if !existing.is_empty() {
+            return Ok(TransactionOutcome::MarkersExist(existing));
         }
-        for (i, row) in chunk.rows.iter().enumerate() {
-            match failed(i + 1) {
+        for (i, row) in rows.iter().enumerate() {
+            match failed(markers.len() + i) {
                 Some("ConditionalCheckFailed") if row.state.is_additive() => {
                     return Err(StoreError::KindMismatch {
                         key: row.key.to_string(),
@@ -241,7 +407,7 @@ impl DynamoDbStore {
                         incoming: row.state.kind().to_owned(),
                     });
                 }
-                Some("ConditionalCheckFailed") => return Ok(ChunkOutcome::Conflict),
+                Some("ConditionalCheckFailed") => return Ok(TransactionOutcome::Conflict),
                 _ => {}
             }
         }
@@ -250,18 +416,18 @@ impl DynamoDbStore {
             .flatten()
             .any(|code| code == "TransactionConflict")
         {
-            return Ok(ChunkOutcome::Conflict);
+            return Ok(TransactionOutcome::Conflict);
         }
         Err(StoreError::from_sdk("TransactWriteItems", err))
     }
 
-    /// Reads, consistently, the stored states of the chunk's non-additive rows.
+    /// Reads, consistently, the stored states of the non-additive rows.
     async fn read_versioned_states(
         &self,
-        chunk: &Chunk,
-    ) -> Result<HashMap<String, StoredState>, StoreError> {
+        rows: &[UsageRow],
+    ) -> Result<HashMap<(String, String), StoredState>, StoreError> {
         let mut wanted: Vec<HashMap<String, AttributeValue>> = Vec::new();
-        for row in chunk.rows.iter().filter(|r| !r.state.is_additive()) {
+        for row in rows.iter().filter(|r| !r.state.is_additive()) {
             let sk = keys::usage_sort(&row.key).unwrap_or_default();
             wanted.push(HashMap::from([
                 (
@@ -301,7 +467,7 @@ impl DynamoDbStore {
                 .flatten()
             {
                 let stored = codec::stored_state(item)?;
-                found.insert(stored.sk.clone(), stored);
+                found.insert(stored.key.clone(), stored);
             }
             if let Some(unprocessed) = output.unprocessed_keys().and_then(|u| u.get(&self.table)) {
                 pending = unprocessed.keys().to_vec();
@@ -313,16 +479,18 @@ impl DynamoDbStore {
 
     fn marker_put(
         &self,
-        batch_id: &str,
-        chunk: &Chunk,
+        marker: &Marker<'_>,
         now: DateTime<Utc>,
     ) -> Result<TransactWriteItem, StoreError> {
         let expires = (now + self.retention.dedupe).timestamp();
         let put = Put::builder()
             .table_name(&self.table)
-            .item(PK, AttributeValue::S(keys::dedupe_partition(batch_id)))
-            .item(SK, AttributeValue::S(keys::dedupe_sort(chunk.index)))
-            .item("rows", AttributeValue::N(chunk.rows.len().to_string()))
+            .item(
+                PK,
+                AttributeValue::S(keys::dedupe_partition(marker.batch_id)),
+            )
+            .item(SK, AttributeValue::S(keys::dedupe_sort(marker.chunk)))
+            .item("rows", AttributeValue::N(marker.rows.to_string()))
             .item(TTL, AttributeValue::N(expires.to_string()))
             .condition_expression("attribute_not_exists(#pk)")
             .expression_attribute_names("#pk", PK)
@@ -435,4 +603,36 @@ impl DynamoDbStore {
             .map_err(|e| StoreError::InvalidBatch(format!("counter put: {e}")))?;
         Ok(TransactWriteItem::builder().put(put).build())
     }
+}
+
+async fn backoff(attempt: u32) {
+    tokio::time::sleep(Duration::from_millis(10u64 << attempt.min(6))).await;
+}
+
+/// Groups single-chunk batches into transactions of at most 100 items: one marker per
+/// member plus the distinct counter keys of all members. Deterministic for a given input.
+fn pack(mut members: Vec<Member<'_>>) -> Vec<Vec<Member<'_>>> {
+    members.sort_by(|a, b| a.batch_id.cmp(b.batch_id));
+    let mut groups: Vec<Vec<Member<'_>>> = Vec::new();
+    let mut keys: std::collections::BTreeSet<UsageKey> = std::collections::BTreeSet::new();
+    for member in members {
+        let new_keys = member
+            .chunk
+            .rows
+            .iter()
+            .filter(|r| !keys.contains(&r.key))
+            .count();
+        let fits = groups
+            .last()
+            .is_some_and(|g| g.len() + 1 + keys.len() + new_keys <= MAX_TRANSACTION_ITEMS);
+        if !fits {
+            groups.push(Vec::new());
+            keys.clear();
+        }
+        keys.extend(member.chunk.rows.iter().map(|r| r.key.clone()));
+        if let Some(group) = groups.last_mut() {
+            group.push(member);
+        }
+    }
+    groups
 }

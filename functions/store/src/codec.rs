@@ -31,7 +31,8 @@ pub(crate) type Item = HashMap<String, AttributeValue>;
 /// A counter as read back for a read-merge-write.
 #[derive(Debug, Clone)]
 pub(crate) struct StoredState {
-    pub sk: String,
+    /// Partition and sort key: sort keys repeat across tenants, so both are needed.
+    pub key: (String, String),
     pub state: AggregateState,
     pub version: u64,
 }
@@ -91,6 +92,9 @@ pub(crate) fn state_of(item: &Item) -> Result<AggregateState, StoreError> {
 }
 
 pub(crate) fn stored_state(item: &Item) -> Result<StoredState, StoreError> {
+    let pk = string(item, PK)
+        .ok_or_else(|| corrupt(item, "no partition key"))?
+        .to_owned();
     let sk = string(item, SK)
         .ok_or_else(|| corrupt(item, "no sort key"))?
         .to_owned();
@@ -98,7 +102,7 @@ pub(crate) fn stored_state(item: &Item) -> Result<StoredState, StoreError> {
         .and_then(|v| u64::try_from(v).ok())
         .ok_or_else(|| corrupt(item, "no version"))?;
     Ok(StoredState {
-        sk,
+        key: (pk, sk),
         state: state_of(item)?,
         version,
     })

@@ -28,7 +28,7 @@ pub mod usage;
 use aws_sdk_dynamodb::Client;
 use aws_sdk_dynamodb::config::{BehaviorVersion, Credentials, Region};
 
-pub use apply::{ApplyReport, Chunk, plan_chunks};
+pub use apply::{ApplyReport, BatchOutcome, BatchesReport, Chunk, plan_chunks};
 pub use error::StoreError;
 pub use rejections::rejection_cursor;
 pub use rollups::RollupWatermark;

@@ -298,3 +298,39 @@ async fn minute_rows_and_bad_batch_ids_are_refused_before_any_write() {
         Err(StoreError::InvalidBatch(_))
     ));
 }
+
+#[tokio::test]
+async fn non_additive_counters_of_different_tenants_with_the_same_sort_key_stay_apart() {
+    let store = fresh_store("versioned-tenants").await;
+    let t = at("2026-11-23T10:15:00Z");
+    for round in 0..2i64 {
+        let rows = ["acme", "globex", "initech"]
+            .iter()
+            .enumerate()
+            .map(|(i, tenant)| UsageRow {
+                key: hour_key(tenant, "latency_max", "2026-11-23T10"),
+                state: observed(&Aggregation::Max, &[(i as i64 + 1) * 100 + round], t),
+            })
+            .collect();
+        store
+            .apply_batch(&batch(&format!("tenants-{round}"), rows))
+            .await
+            .unwrap();
+    }
+    for (i, name) in ["acme", "globex", "initech"].iter().enumerate() {
+        let rows = store
+            .usage(
+                &tenant(name),
+                Granularity::Hour,
+                at("2026-11-23T00:00:00Z"),
+                at("2026-11-24T00:00:00Z"),
+            )
+            .await
+            .unwrap();
+        assert_eq!(rows.len(), 1);
+        assert_eq!(
+            rows[0].state.quantity(&Aggregation::Max),
+            Some(Decimal::from((i as i64 + 1) * 100 + 1))
+        );
+    }
+}

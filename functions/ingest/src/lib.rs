@@ -1,0 +1,201 @@
+//! # tollgate-ingest
+//!
+//! The Lambda behind the usage queue's event source mapping. It turns every SQS message
+//! into one [`UsageBatch`](tollgate_core::usage::UsageBatch) (core's
+//! [`parse_message`]) and applies them all through the store, exactly once.
+//!
+//! ## Why this is exactly-once under any regrouping
+//!
+//! SQS delivers at least once and Lambda retries whole batches, so a message can come
+//! back alone, with other companions, in another invocation, or in two invocations at
+//! once. Ingest therefore never lets one message's usage depend on its companions:
+//!
+//! 1. each message becomes a batch whose id is the message's *content* dedupe key (the
+//!    CloudEvent's (subject, source, id), or the edge batch's (gateway, batch id)) — not
+//!    the SQS message id, so a producer's retry that sent the same event twice is also
+//!    counted once;
+//! 2. the store may merge several messages' rows into one transaction to save writes,
+//!    but every message keeps its own dedupe marker *in that same transaction*
+//!    ([`DynamoDbStore::apply_batches`]): its rows are counted if and only if its marker
+//!    is written, whoever it travelled with;
+//! 3. a transaction that meets an existing marker fails as a whole (nothing written); the
+//!    already-applied messages are dropped and the rest retried, so no message is counted
+//!    twice and none is skipped.
+//!
+//! `tests/regrouping.rs` checks this with random groupings, redeliveries and concurrent
+//! invocations against DynamoDB Local, comparing with a ground truth computed in the test.
+//!
+//! ## Failures
+//!
+//! A message that can never be applied (bad JSON, broken contract, unknown meter, too old)
+//! is recorded as a rejection with its reason and acknowledged, so it does not cycle to
+//! the DLQ unexplained. Transient failures (throttling, timeouts, contention) are reported
+//! in `batchItemFailures`, so only those messages return to the queue.
+
+use aws_lambda_events::sqs::{BatchItemFailure, SqsBatchResponse, SqsEvent};
+use chrono::{DateTime, Utc};
+use tollgate_core::message::{Rejection, parse_message};
+use tollgate_core::meter::MeterCatalog;
+use tollgate_core::usage::UsageBatch;
+use tollgate_core::window::EventTimePolicy;
+use tollgate_store::{BatchOutcome, BatchesReport, DynamoDbStore, StoreError};
+
+/// What ingest needs from storage.
+pub trait UsageSink {
+    /// Applies each batch exactly once; one outcome per batch, in order.
+    fn apply_batches(
+        &self,
+        batches: &[UsageBatch],
+        now: DateTime<Utc>,
+    ) -> impl Future<Output = BatchesReport> + Send;
+
+    /// Records a rejected message; recording the same message twice keeps one record.
+    fn record_rejection(
+        &self,
+        rejection: &Rejection,
+    ) -> impl Future<Output = Result<(), StoreError>> + Send;
+}
+
+impl UsageSink for DynamoDbStore {
+    fn apply_batches(
+        &self,
+        batches: &[UsageBatch],
+        now: DateTime<Utc>,
+    ) -> impl Future<Output = BatchesReport> + Send {
+        DynamoDbStore::apply_batches(self, batches, now)
+    }
+
+    fn record_rejection(
+        &self,
+        rejection: &Rejection,
+    ) -> impl Future<Output = Result<(), StoreError>> + Send {
+        DynamoDbStore::record_rejection(self, rejection)
+    }
+}
+
+/// Counts of one invocation, logged as a CloudWatch embedded metric.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct IngestStats {
+    pub messages: usize,
+    pub applied: usize,
+    pub duplicates: usize,
+    pub rejected: usize,
+    pub retried: usize,
+}
+
+/// The ingest handler with its configuration.
+#[derive(Debug)]
+pub struct Ingest<S> {
+    pub sink: S,
+    pub catalog: MeterCatalog,
+    pub policy: EventTimePolicy,
+}
+
+impl<S: UsageSink + Sync> Ingest<S> {
+    /// Handles one SQS batch; the reply lists exactly the messages to deliver again.
+    pub async fn handle(
+        &self,
+        event: &SqsEvent,
+        now: DateTime<Utc>,
+    ) -> (SqsBatchResponse, IngestStats) {
+        let mut stats = IngestStats {
+            messages: event.records.len(),
+            ..IngestStats::default()
+        };
+        let mut retry: Vec<String> = Vec::new();
+        let mut batches = Vec::new();
+        let mut owners = Vec::new();
+        for record in &event.records {
+            let id = record.message_id.clone().unwrap_or_default();
+            let body = record.body.as_deref().unwrap_or_default();
+            match parse_message(body, &self.catalog, &self.policy, now) {
+                Ok(parsed) => {
+                    batches.push(parsed.batch);
+                    owners.push((id, body));
+                }
+                Err(error) => {
+                    let rejection = Rejection::new(&id, body, &error, now);
+                    self.reject(rejection, &mut stats, &mut retry).await;
+                }
+            }
+        }
+        let report = self.sink.apply_batches(&batches, now).await;
+        for ((id, body), outcome) in owners.into_iter().zip(report.outcomes) {
+            match outcome {
+                Ok(BatchOutcome::Applied) => stats.applied += 1,
+                Ok(BatchOutcome::AlreadyApplied) => stats.duplicates += 1,
+                Err(error) if error.is_transient() => {
+                    tracing::warn!(message_id = %id, %error, "transient failure; the message will be retried");
+                    stats.retried += 1;
+                    retry.push(id);
+                }
+                Err(error) => {
+                    let rejection = Rejection::with_reason(
+                        &id,
+                        body,
+                        "storage_refused",
+                        error.to_string(),
+                        now,
+                    );
+                    self.reject(rejection, &mut stats, &mut retry).await;
+                }
+            }
+        }
+        let mut response = SqsBatchResponse::default();
+        response.batch_item_failures = retry
+            .into_iter()
+            .map(|item_identifier| {
+                let mut failure = BatchItemFailure::default();
+                failure.item_identifier = item_identifier;
+                failure
+            })
+            .collect();
+        (response, stats)
+    }
+
+    async fn reject(&self, rejection: Rejection, stats: &mut IngestStats, retry: &mut Vec<String>) {
+        let id = &rejection.message_id;
+        match self.sink.record_rejection(&rejection).await {
+            Ok(()) => {
+                tracing::info!(message_id = %id, code = rejection.code, "message rejected");
+                stats.rejected += 1;
+            }
+            Err(store_error) => {
+                // Not recorded yet: keep the message so the rejection is not lost.
+                tracing::warn!(message_id = %id, error = %store_error, "could not record a rejection; retrying");
+                stats.retried += 1;
+                retry.push(id.clone());
+            }
+        }
+    }
+}
+
+impl IngestStats {
+    /// The counts as a CloudWatch Embedded Metric Format line (low cardinality: no tenant
+    /// dimension, so it costs a handful of metrics, not one per tenant).
+    pub fn emf_line(&self, now: DateTime<Utc>) -> String {
+        serde_json::json!({
+            "_aws": {
+                "Timestamp": now.timestamp_millis(),
+                "CloudWatchMetrics": [{
+                    "Namespace": "tollgate",
+                    "Dimensions": [["Function"]],
+                    "Metrics": [
+                        {"Name": "MessagesReceived", "Unit": "Count"},
+                        {"Name": "MessagesApplied", "Unit": "Count"},
+                        {"Name": "MessagesDuplicate", "Unit": "Count"},
+                        {"Name": "MessagesRejected", "Unit": "Count"},
+                        {"Name": "MessagesRetried", "Unit": "Count"}
+                    ]
+                }]
+            },
+            "Function": "ingest",
+            "MessagesReceived": self.messages,
+            "MessagesApplied": self.applied,
+            "MessagesDuplicate": self.duplicates,
+            "MessagesRejected": self.rejected,
+            "MessagesRetried": self.retried,
+        })
+        .to_string()
+    }
+}

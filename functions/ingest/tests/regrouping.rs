@@ -1,0 +1,238 @@
+//! Exactly-once under any regrouping: messages are delivered 1–3 times each, shuffled,
+//! cut into SQS batches of random sizes and handled partly concurrently; the stored
+//! totals must equal a ground truth computed here, independently of the code under test.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // tests fail by panicking
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use aws_lambda_events::sqs::{SqsEvent, SqsMessage};
+use chrono::{DateTime, Duration, Utc};
+use rust_decimal::Decimal;
+use serde_json::json;
+use tollgate_core::ids::TenantId;
+use tollgate_core::message::EDGE_BATCH_SCHEMA;
+use tollgate_core::meter::MeterCatalog;
+use tollgate_core::window::{EventTimePolicy, Granularity};
+use tollgate_ingest::Ingest;
+use tollgate_store::DynamoDbStore;
+
+const TENANTS: [&str; 3] = ["acme", "globex", "initech"];
+
+/// A small deterministic generator (xorshift64*), so a failure reproduces.
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
+    }
+
+    fn below(&mut self, n: u64) -> u64 {
+        self.next() % n
+    }
+}
+
+fn catalog() -> MeterCatalog {
+    MeterCatalog::from_json(
+        r#"[
+          {"name": "requests", "eventTypes": ["api.request"], "aggregation": {"kind": "count"}, "unit": "requests"},
+          {"name": "bytes_out", "eventTypes": ["api.request"], "valueField": "bytes", "aggregation": {"kind": "sum"}, "unit": "bytes"},
+          {"name": "largest_response", "eventTypes": ["api.request"], "valueField": "bytes", "aggregation": {"kind": "max"}, "unit": "bytes"}
+        ]"#,
+    )
+    .unwrap()
+}
+
+#[derive(Default, Debug, PartialEq)]
+struct Truth {
+    requests: u64,
+    bytes: Decimal,
+    largest: Decimal,
+}
+
+struct Message {
+    id: String,
+    body: String,
+}
+
+/// 240 CloudEvents, 12 edge batches and 4 malformed messages, with the ground truth.
+fn messages(now: DateTime<Utc>, rng: &mut Rng) -> (Vec<Message>, BTreeMap<String, Truth>) {
+    let mut truth: BTreeMap<String, Truth> = BTreeMap::new();
+    let mut messages = Vec::new();
+    for i in 0..240u64 {
+        let tenant = TENANTS[rng.below(3) as usize];
+        let bytes = Decimal::from(rng.below(5000));
+        let time = now - Duration::minutes(rng.below(180) as i64);
+        let body = json!({"specversion": "1.0", "id": format!("evt-{i}"), "source": "sdk", "type": "api.request",
+                          "subject": tenant, "time": time.to_rfc3339(), "data": {"bytes": bytes.to_string()}});
+        let t = truth.entry(tenant.to_owned()).or_default();
+        t.requests += 1;
+        t.bytes += bytes;
+        t.largest = t.largest.max(bytes);
+        messages.push(Message {
+            id: format!("sqs-evt-{i}"),
+            body: body.to_string(),
+        });
+    }
+    for b in 0..12u64 {
+        let mut rows = Vec::new();
+        for tenant in TENANTS {
+            let minute = now - Duration::minutes(rng.below(120) as i64);
+            let minute = minute.format("%Y-%m-%dT%H:%M").to_string();
+            let n = rng.below(50) + 1;
+            let bytes = Decimal::from(rng.below(100_000));
+            let largest = Decimal::from(rng.below(9000));
+            rows.push(json!({"tenant": tenant, "meter": "requests", "minute": minute, "state": {"kind": "count", "n": n}}));
+            rows.push(json!({"tenant": tenant, "meter": "bytes_out", "minute": minute, "state": {"kind": "sum", "sum": bytes.to_string()}}));
+            rows.push(json!({"tenant": tenant, "meter": "largest_response", "minute": minute, "state": {"kind": "max", "max": largest.to_string()}}));
+            let t = truth.entry(tenant.to_owned()).or_default();
+            t.requests += n;
+            t.bytes += bytes;
+            t.largest = t.largest.max(largest);
+        }
+        let body = json!({"schema": EDGE_BATCH_SCHEMA, "batchId": format!("flush-{b}"), "gateway": "gw-1",
+                          "flushedAt": now.to_rfc3339(), "rows": rows});
+        messages.push(Message {
+            id: format!("sqs-edge-{b}"),
+            body: body.to_string(),
+        });
+    }
+    let malformed = [
+        "{not json".to_owned(),
+        json!({"hello": "world"}).to_string(),
+        json!({"specversion": "1.0", "id": "x", "source": "s", "type": "api.request", "subject": "acme",
+               "time": (now - Duration::days(30)).to_rfc3339(), "data": {"bytes": 1}}).to_string(),
+        json!({"specversion": "1.0", "id": "y", "source": "s", "type": "api.request", "subject": "acme",
+               "time": now.to_rfc3339(), "data": {"bytes": "lots"}}).to_string(),
+    ];
+    for (i, body) in malformed.into_iter().enumerate() {
+        messages.push(Message {
+            id: format!("sqs-bad-{i}"),
+            body,
+        });
+    }
+    (messages, truth)
+}
+
+fn sqs_event(deliveries: &[&Message]) -> SqsEvent {
+    let mut event = SqsEvent::default();
+    event.records = deliveries
+        .iter()
+        .map(|m| {
+            let mut record = SqsMessage::default();
+            record.message_id = Some(m.id.clone());
+            record.body = Some(m.body.clone());
+            record.event_source = Some("aws:sqs".to_owned());
+            record
+        })
+        .collect();
+    event
+}
+
+#[tokio::test]
+async fn any_grouping_and_redelivery_counts_every_message_exactly_once() {
+    let _ = tracing_subscriber::fmt().with_test_writer().try_init();
+    let endpoint = tollgate_devstack::dynamodb_endpoint_for_tests();
+    let store = DynamoDbStore::new(
+        tollgate_store::local_client(&endpoint),
+        format!("ingest-regrouping-{}", std::process::id()),
+    );
+    store.ensure_table().await.unwrap();
+    let now = Utc::now();
+    let mut rng = Rng(0x5EED_1234_ABCD_0001);
+    let (messages, truth) = messages(now, &mut rng);
+
+    let mut deliveries: Vec<&Message> = Vec::new();
+    for m in &messages {
+        for _ in 0..=rng.below(3) {
+            deliveries.push(m);
+        }
+    }
+    for i in (1..deliveries.len()).rev() {
+        deliveries.swap(i, rng.below(i as u64 + 1) as usize);
+    }
+    let mut batches = Vec::new();
+    let mut rest = deliveries.as_slice();
+    while !rest.is_empty() {
+        let size = (rng.below(10) as usize + 1).min(rest.len());
+        batches.push(sqs_event(&rest[..size]));
+        rest = &rest[size..];
+    }
+
+    let ingest = Arc::new(Ingest {
+        sink: store.clone(),
+        catalog: catalog(),
+        policy: EventTimePolicy::default(),
+    });
+    let mut totals = tollgate_ingest::IngestStats::default();
+    // Two invocations at a time, as with an event source mapping's concurrency of 2.
+    for pair in batches.chunks(2) {
+        let runs: Vec<_> = pair
+            .iter()
+            .cloned()
+            .map(|event| {
+                let ingest = Arc::clone(&ingest);
+                tokio::spawn(async move { ingest.handle(&event, now).await })
+            })
+            .collect();
+        for run in runs {
+            let (response, stats) = run.await.unwrap();
+            assert!(
+                response.batch_item_failures.is_empty(),
+                "no transient failures expected"
+            );
+            totals.messages += stats.messages;
+            totals.applied += stats.applied;
+            totals.duplicates += stats.duplicates;
+            totals.rejected += stats.rejected;
+        }
+    }
+    assert_eq!(totals.messages, deliveries.len());
+    assert_eq!(
+        totals.applied,
+        messages.len() - 4,
+        "each valid message applied once"
+    );
+    assert_eq!(
+        totals.applied + totals.duplicates + totals.rejected,
+        deliveries.len()
+    );
+
+    let catalog = catalog();
+    for tenant in TENANTS {
+        let rows = store
+            .usage(
+                &TenantId::new(tenant).unwrap(),
+                Granularity::Hour,
+                now - Duration::days(1),
+                now + Duration::hours(1),
+            )
+            .await
+            .unwrap();
+        let quantities = tollgate_core::usage::quantities_by_meter(&rows, &catalog).unwrap();
+        let expected = &truth[tenant];
+        let got = Truth {
+            requests: quantities[&"requests".parse().unwrap()].try_into().unwrap(),
+            bytes: quantities[&"bytes_out".parse().unwrap()],
+            largest: quantities[&"largest_response".parse().unwrap()],
+        };
+        assert_eq!(&got, expected, "tenant {tenant}");
+    }
+
+    let rejected = store.rejections(None, 100).await.unwrap();
+    let mut codes: Vec<&str> = rejected.iter().map(|r| r.code.as_str()).collect();
+    codes.sort_unstable();
+    assert_eq!(
+        codes,
+        [
+            "not_json",
+            "time_too_old",
+            "unknown_contract",
+            "wrong_value_type"
+        ]
+    );
+}
