@@ -26,6 +26,8 @@ use crate::error::StoreError;
 use crate::table::keys;
 
 const WATERMARK: &str = "ROLLUP";
+const CURSOR_PARTITION: &str = "ROLLUP";
+const CURSOR: &str = "CURSOR";
 /// BatchWriteItem's limit.
 const WRITES_PER_REQUEST: usize = 25;
 const MAX_ROUNDS: u32 = 8;
@@ -37,6 +39,11 @@ pub struct RollupWatermark {
     /// Daily rollups hold every day that ends at or before this instant.
     pub complete_before: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+struct RollupCursor {
+    after: Option<TenantId>,
 }
 
 impl DynamoDbStore {
@@ -95,6 +102,28 @@ impl DynamoDbStore {
             }
         }
         Ok(rows.len())
+    }
+
+    /// Where an interrupted rollup pass stopped: the last tenant it finished.
+    pub async fn rollup_cursor(&self) -> Result<Option<TenantId>, StoreError> {
+        let cursor: Option<RollupCursor> =
+            self.get_doc(CURSOR_PARTITION.to_owned(), CURSOR).await?;
+        Ok(cursor.and_then(|c| c.after))
+    }
+
+    /// Saves (or, with `None`, clears) the rollup pass cursor.
+    pub async fn set_rollup_cursor(&self, after: Option<&TenantId>) -> Result<(), StoreError> {
+        let cursor = RollupCursor {
+            after: after.cloned(),
+        };
+        self.put_doc(
+            CURSOR_PARTITION.to_owned(),
+            CURSOR,
+            &cursor,
+            None,
+            WriteMode::Upsert,
+        )
+        .await
     }
 
     pub async fn rollup_watermark(

@@ -16,7 +16,8 @@ impl DynamoDbStore {
     /// by window then meter. Expired items (TTL passed, not yet deleted) are skipped.
     ///
     /// The query's partition key is the tenant's own, so no other tenant's item can be
-    /// returned whatever the range.
+    /// returned whatever the range. Reads are strongly consistent, so a rollup sees every
+    /// counter ingest committed before it started.
     pub async fn usage(
         &self,
         tenant: &TenantId,
@@ -61,6 +62,7 @@ impl DynamoDbStore {
             .expression_attribute_values(":pk", AttributeValue::S(keys::usage_partition(tenant)))
             .expression_attribute_values(":lower", AttributeValue::S(lower))
             .expression_attribute_values(":upper", AttributeValue::S(upper))
+            .consistent_read(true)
             .into_paginator()
             .items()
             .send()
