@@ -1,0 +1,84 @@
+//! The usage API Lambda: reads its configuration, builds the DynamoDB store, the SQS
+//! queue and the meter catalog once per cold start, then serves Function URL requests.
+//!
+//! Environment:
+//! - `TOLLGATE_TABLE`: the DynamoDB table.
+//! - `TOLLGATE_QUEUE_URL`: the usage queue.
+//! - `TOLLGATE_METERS_FILE`: the meter catalog (JSON, as `events/samples/meters.json`).
+//! - `AWS_ENDPOINT_URL_DYNAMODB` / `AWS_ENDPOINT_URL_SQS` (optional) point the SDK at
+//!   local emulators; `aws-config` reads them itself.
+//! - `RUST_LOG` (optional) sets the log filter; `info` by default.
+
+use std::path::PathBuf;
+
+use anyhow::{Context, bail};
+use tollgate_core::meter::MeterCatalog;
+use tollgate_store::DynamoDbStore;
+use tollgate_usage_api::App;
+use tollgate_usage_api::sqs::SqsEventQueue;
+
+/// The configuration, read from the environment.
+#[derive(Debug)]
+struct Config {
+    table: String,
+    queue_url: String,
+    meters_file: PathBuf,
+}
+
+impl Config {
+    /// Reads every variable and reports all missing ones at once.
+    fn from_env() -> anyhow::Result<Config> {
+        let var = |name: &str| std::env::var(name).ok().filter(|v| !v.trim().is_empty());
+        let (table, queue_url, meters_file) = (
+            var("TOLLGATE_TABLE"),
+            var("TOLLGATE_QUEUE_URL"),
+            var("TOLLGATE_METERS_FILE"),
+        );
+        let missing: Vec<&str> = [
+            ("TOLLGATE_TABLE", table.is_none()),
+            ("TOLLGATE_QUEUE_URL", queue_url.is_none()),
+            ("TOLLGATE_METERS_FILE", meters_file.is_none()),
+        ]
+        .into_iter()
+        .filter_map(|(name, missing)| missing.then_some(name))
+        .collect();
+        match (table, queue_url, meters_file) {
+            (Some(table), Some(queue_url), Some(meters_file)) => Ok(Config {
+                table,
+                queue_url,
+                meters_file: PathBuf::from(meters_file),
+            }),
+            _ => bail!("missing environment variables: {}", missing.join(", ")),
+        }
+    }
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_ansi(false)
+        .without_time()
+        .init();
+
+    let config = Config::from_env()?;
+    let meters = std::fs::read_to_string(&config.meters_file)
+        .with_context(|| format!("reading {}", config.meters_file.display()))?;
+    let catalog = MeterCatalog::from_json(&meters)
+        .with_context(|| format!("meter catalog {}", config.meters_file.display()))?;
+
+    let aws = aws_config::load_defaults(aws_config::BehaviorVersion::latest()).await;
+    let store = DynamoDbStore::new(aws_sdk_dynamodb::Client::new(&aws), config.table);
+    let queue = SqsEventQueue::new(aws_sdk_sqs::Client::new(&aws), config.queue_url);
+    let app = App::new(store, queue, catalog);
+    let app = &app;
+
+    lambda_http::run(lambda_http::service_fn(move |request| async move {
+        Ok::<_, lambda_http::Error>(app.handle(request).await)
+    }))
+    .await
+    .map_err(|e| anyhow::anyhow!(e))
+}
