@@ -125,7 +125,11 @@ async fn rollups_are_idempotent_and_pick_up_late_events() {
     let first = rollup(&store).run(&request, far_deadline()).await.unwrap();
     assert!(first.complete);
     assert_eq!(first.tenants, 5);
-    assert_eq!(first.days_written, 5 * 12, "a first run rolls up every day that has counters");
+    assert_eq!(
+        first.days_written,
+        5 * 12,
+        "a first run rolls up every day that has counters"
+    );
     assert_eq!(first.months_written, 5 * 2, "October and November");
     let watermark = store
         .rollup_watermark(&TenantId::new("t3").unwrap())
