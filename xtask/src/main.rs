@@ -5,6 +5,7 @@
 //! - `cargo xtask demo`: DynamoDB Local plus the demo ([`demo`]).
 //! - `cargo xtask dynamodb`: DynamoDB Local until Ctrl-C ([`dynamodb`]).
 
+mod bench;
 mod demo;
 mod dynamodb;
 mod test;
@@ -27,6 +28,7 @@ commands:
                     `-- -p tollgate-store`; package selections (-p/--package/--exclude)
                     also apply to the doctests
   demo  start DynamoDB Local and run the demo against it
+  bench measure ingest (rows/s per invocation, DynamoDB writes per 1,000 events)
   dynamodb
         start DynamoDB Local, print its endpoint and keep it up until Ctrl-C
   help  show this text
@@ -64,6 +66,10 @@ fn dispatch(args: &[String]) -> Result<()> {
         "demo" => {
             no_arguments(command, rest)?;
             demo::run()
+        }
+        "bench" => {
+            no_arguments(command, rest)?;
+            bench::run()
         }
         "dynamodb" => {
             no_arguments(command, rest)?;

@@ -81,6 +81,9 @@ pub struct IngestStats {
     pub duplicates: usize,
     pub rejected: usize,
     pub retried: usize,
+    /// Counter rows written (after merging) and items written (rows plus markers).
+    pub rows_written: usize,
+    pub items_written: usize,
 }
 
 /// The ingest handler with its configuration.
@@ -120,6 +123,8 @@ impl<S: UsageSink + Sync> Ingest<S> {
             }
         }
         let report = self.sink.apply_batches(&batches, now).await;
+        stats.rows_written = report.totals.rows_written;
+        stats.items_written = report.totals.items_written;
         for ((id, body), outcome) in owners.into_iter().zip(report.outcomes) {
             match outcome {
                 Ok(BatchOutcome::Applied) => stats.applied += 1,

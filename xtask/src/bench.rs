@@ -1,0 +1,230 @@
+//! `cargo xtask bench`: measurements quoted in the docs, each with the command that made
+//! it. Figures depend on the machine; DynamoDB Local stands in for DynamoDB, so request
+//! and item counts transfer to AWS while timings only compare runs on one machine.
+//!
+//! - ingest: rows applied per second per invocation, and DynamoDB write requests and
+//!   items per 1,000 events, for CloudEvents in SQS batches of 10 and of 100 and for
+//!   edge batches.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result};
+use aws_lambda_events::sqs::{SqsEvent, SqsMessage};
+use aws_sdk_dynamodb::config::interceptors::BeforeTransmitInterceptorContextRef;
+use aws_sdk_dynamodb::config::{ConfigBag, Intercept, RuntimeComponents};
+use aws_sdk_dynamodb::error::BoxError;
+use chrono::{DateTime, Utc};
+use serde_json::json;
+use tollgate_core::message::EDGE_BATCH_SCHEMA;
+use tollgate_core::meter::MeterCatalog;
+use tollgate_core::window::EventTimePolicy;
+use tollgate_devstack::DynamoDbLocal;
+use tollgate_ingest::Ingest;
+use tollgate_store::DynamoDbStore;
+
+pub fn run() -> Result<()> {
+    let dynamodb = DynamoDbLocal::ensure()?.start()?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?;
+    let result = runtime.block_on(ingest(dynamodb.endpoint()));
+    let stopped = dynamodb.stop();
+    result.and(stopped)
+}
+
+/// Counts DynamoDB write calls by operation (shared between the client and the bench).
+#[derive(Debug, Default, Clone)]
+struct WriteCounter(Arc<WriteCounts>);
+
+#[derive(Debug, Default)]
+struct WriteCounts {
+    transactions: AtomicUsize,
+    batch_writes: AtomicUsize,
+    puts: AtomicUsize,
+}
+
+impl Intercept for WriteCounter {
+    fn name(&self) -> &'static str {
+        "WriteCounter"
+    }
+
+    fn read_before_transmit(
+        &self,
+        context: &BeforeTransmitInterceptorContextRef<'_>,
+        _: &RuntimeComponents,
+        _: &mut ConfigBag,
+    ) -> Result<(), BoxError> {
+        let target = context
+            .request()
+            .headers()
+            .get("x-amz-target")
+            .unwrap_or_default();
+        let counter = match target.rsplit('.').next() {
+            Some("TransactWriteItems") => &self.0.transactions,
+            Some("BatchWriteItem") => &self.0.batch_writes,
+            Some("PutItem" | "UpdateItem" | "DeleteItem") => &self.0.puts,
+            _ => return Ok(()),
+        };
+        counter.fetch_add(1, Ordering::Relaxed);
+        Ok(())
+    }
+}
+
+struct Scenario {
+    name: &'static str,
+    /// Usage events represented (one per CloudEvent; the request count for edge rows).
+    events: u64,
+    invocations: Vec<SqsEvent>,
+}
+
+const TENANTS: usize = 20;
+
+fn catalog() -> Result<MeterCatalog> {
+    Ok(MeterCatalog::from_json(
+        r#"[
+          {"name": "requests", "eventTypes": ["api.request"], "aggregation": {"kind": "count"}, "unit": "requests"},
+          {"name": "bytes_out", "eventTypes": ["api.request"], "valueField": "bytes", "aggregation": {"kind": "sum"}, "unit": "bytes"}
+        ]"#,
+    )?)
+}
+
+fn sqs_event(bodies: &[(String, String)]) -> SqsEvent {
+    let mut event = SqsEvent::default();
+    event.records = bodies
+        .iter()
+        .map(|(id, body)| {
+            let mut record = SqsMessage::default();
+            record.message_id = Some(id.clone());
+            record.body = Some(body.clone());
+            record
+        })
+        .collect();
+    event
+}
+
+/// `count` CloudEvents spread over the tenants and the last hour, in SQS batches of `per`.
+fn cloudevents(name: &'static str, count: usize, per: usize, now: DateTime<Utc>) -> Scenario {
+    let bodies: Vec<(String, String)> = (0..count)
+        .map(|i| {
+            let time = now - chrono::Duration::seconds((i % 3600) as i64);
+            let body = json!({"specversion": "1.0", "id": format!("{name}-{i}"), "source": "bench",
+                              "type": "api.request", "subject": format!("tenant-{}", i % TENANTS),
+                              "time": time.to_rfc3339(), "data": {"bytes": (i % 5000) + 100}});
+            (format!("m-{name}-{i}"), body.to_string())
+        })
+        .collect();
+    Scenario {
+        name,
+        events: count as u64,
+        invocations: bodies.chunks(per).map(sqs_event).collect(),
+    }
+}
+
+/// Edge batches: each flush carries every tenant's counts for 5 minutes, as a gateway
+/// flushing every 5 minutes would, 10 flushes per invocation.
+fn edge_batches(flushes: usize, now: DateTime<Utc>) -> Scenario {
+    let mut events = 0;
+    let bodies: Vec<(String, String)> = (0..flushes)
+        .map(|f| {
+            let mut rows = Vec::new();
+            for t in 0..TENANTS {
+                for m in 0..5 {
+                    let minute = (now - chrono::Duration::minutes((f * 5 + m) as i64 % 55))
+                        .format("%Y-%m-%dT%H:%M")
+                        .to_string();
+                    let n = 50 + (t * 7 + m) as u64;
+                    events += n;
+                    rows.push(json!({"tenant": format!("tenant-{t}"), "meter": "requests", "minute": minute,
+                                     "state": {"kind": "count", "n": n}}));
+                    rows.push(json!({"tenant": format!("tenant-{t}"), "meter": "bytes_out", "minute": minute,
+                                     "state": {"kind": "sum", "sum": (n * 1500).to_string()}}));
+                }
+            }
+            let body = json!({"schema": EDGE_BATCH_SCHEMA, "batchId": format!("flush-{f}"), "gateway": "gw-bench",
+                              "flushedAt": now.to_rfc3339(), "rows": rows});
+            (format!("m-edge-{f}"), body.to_string())
+        })
+        .collect();
+    Scenario {
+        name: "edge batches, 10 flushes per invocation",
+        events,
+        invocations: bodies.chunks(10).map(sqs_event).collect(),
+    }
+}
+
+async fn ingest(endpoint: &str) -> Result<()> {
+    let now = Utc::now();
+    let scenarios = [
+        cloudevents("CloudEvents, 10 per invocation", 2_000, 10, now),
+        cloudevents("CloudEvents, 100 per invocation", 2_000, 100, now),
+        edge_batches(40, now),
+    ];
+    println!("==> ingest against DynamoDB Local ({endpoint}), {TENANTS} tenants, 2 meters");
+    println!(
+        "    {:<42} {:>9} {:>11} {:>14} {:>13} {:>12} {:>11}",
+        "scenario", "events", "invocations", "rows/s/invoc.", "write calls", "items", "rows"
+    );
+    println!(
+        "    {:<42} {:>9} {:>11} {:>14} {:>13} {:>12} {:>11}",
+        "", "", "", "(median)", "per 1k events", "per 1k ev.", "per 1k ev."
+    );
+    for (i, scenario) in scenarios.into_iter().enumerate() {
+        let counter = WriteCounter::default();
+        let base = tollgate_store::local_client(endpoint);
+        let config = base
+            .config()
+            .to_builder()
+            .interceptor(counter.clone())
+            .build();
+        let store = DynamoDbStore::new(
+            aws_sdk_dynamodb::Client::from_conf(config),
+            format!("bench-ingest-{i}"),
+        );
+        store.ensure_table().await?;
+        counter.0.puts.store(0, Ordering::Relaxed);
+        let ingest = Ingest {
+            sink: store,
+            catalog: catalog()?,
+            policy: EventTimePolicy::default(),
+        };
+        let mut rates = Vec::new();
+        let mut rows = 0usize;
+        let mut items = 0usize;
+        for event in &scenario.invocations {
+            let started = Instant::now();
+            let (response, stats) = ingest.handle(event, now).await;
+            let elapsed = started.elapsed().max(Duration::from_micros(1));
+            anyhow::ensure!(
+                response.batch_item_failures.is_empty(),
+                "ingest asked for retries"
+            );
+            rows += stats.rows_written;
+            items += stats.items_written;
+            rates.push(stats.rows_written as f64 / elapsed.as_secs_f64());
+        }
+        rates.sort_by(f64::total_cmp);
+        let median = rates.get(rates.len() / 2).copied().unwrap_or(0.0);
+        let writes = counter.0.transactions.load(Ordering::Relaxed)
+            + counter.0.batch_writes.load(Ordering::Relaxed)
+            + counter.0.puts.load(Ordering::Relaxed);
+        let per_k = |n: usize| n as f64 * 1000.0 / scenario.events as f64;
+        println!(
+            "    {:<42} {:>9} {:>11} {:>14.0} {:>13.3} {:>12.3} {:>11.3}",
+            scenario.name,
+            scenario.events,
+            scenario.invocations.len(),
+            median,
+            per_k(writes),
+            per_k(items),
+            per_k(rows)
+        );
+    }
+    println!(
+        "    (write calls: TransactWriteItems + BatchWriteItem + PutItem; items: markers + counters,"
+    );
+    println!("     each billed 2 write units per started KB as transactional writes)");
+    Ok(())
+}
