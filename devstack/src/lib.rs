@@ -24,6 +24,9 @@
 //! watchdog reads end-of-file and kills the emulator, so no orphan outlives a killed
 //! `cargo xtask` or test binary. No unsafe code, no polling.
 //!
+//! The same watchdog runs tollgate's Lambda binaries locally (`tollgate-local`), through
+//! the public [`Supervised`] process guard and its [`SpawnOptions`].
+//!
 //! Progress goes to stderr as `[devstack] …` lines.
 //!
 //! # Example
@@ -63,6 +66,7 @@ mod testing;
 pub use cache::{CACHE_DIR_ENV, cache_dir};
 pub use dynamodb::{DYNAMODB_LOCAL_NPM_PACKAGE, DYNAMODB_LOCAL_NPM_VERSION, DynamoDbLocal};
 pub use install::InstallOutcome;
+pub use process::{SpawnOptions, Supervised};
 pub use running::{RunningDynamoDbLocal, RunningEmulator, RunningSqsServer};
 pub use sqs::{MOTO_PYPI_VERSION, SqsServer};
 pub use testing::{

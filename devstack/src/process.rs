@@ -15,6 +15,9 @@
 //! kernel closes the write end, the watchdog's `read` hits end-of-file and it sends
 //! `SIGKILL` to the emulator (`$$`: the shell's pid, which the emulator inherited through
 //! `exec`). No unsafe code, no polling, nothing left running.
+//!
+//! [`Supervised`] is public so that other local tooling (`tollgate-local`, which runs
+//! Lambda binaries) starts its processes under the same watchdog instead of a copy of it.
 
 use std::collections::VecDeque;
 use std::ffi::OsString;
@@ -96,8 +99,9 @@ pub(crate) fn start_on_free_port(
     }
 }
 
-/// A running emulator process under the watchdog. Killed and reaped on drop.
-pub(crate) struct Supervised {
+/// A process under the watchdog (see the module docs): it dies with its owner, and is
+/// killed and reaped on drop.
+pub struct Supervised {
     name: String,
     child: Child,
     lifeline: Option<ChildStdin>,
@@ -105,10 +109,44 @@ pub(crate) struct Supervised {
     stopped: bool,
 }
 
+/// How [`Supervised::spawn_with`] sets up a process beyond its command line.
+#[derive(Debug, Clone, Default)]
+pub struct SpawnOptions {
+    /// `Some`: the process gets exactly these variables (plus nothing inherited), the way
+    /// a Lambda function gets only its configuration. `None`: it inherits ours.
+    pub env: Option<Vec<(String, String)>>,
+    /// `Some(prefix)`: every line the process prints is also written to our stderr as
+    /// `[prefix] line`, besides being kept for [`Supervised::output`].
+    pub echo_prefix: Option<String>,
+}
+
 impl Supervised {
-    /// Spawns `program args…` in `cwd` under the watchdog, capturing stdout and stderr.
-    pub(crate) fn spawn(name: &str, program: &Path, args: &[OsString], cwd: &Path) -> Result<Self> {
-        let mut child = Command::new("sh")
+    /// Spawns `program args…` in `cwd` under the watchdog, inheriting our environment and
+    /// capturing stdout and stderr.
+    ///
+    /// # Errors
+    ///
+    /// When `sh` cannot be spawned. A `program` that cannot be executed makes the process
+    /// exit at once, with the shell's message in its [`output`](Self::output).
+    pub fn spawn(name: &str, program: &Path, args: &[OsString], cwd: &Path) -> Result<Self> {
+        Self::spawn_with(name, program, args, cwd, &SpawnOptions::default())
+    }
+
+    /// Like [`spawn`](Self::spawn), with a chosen environment and optional echo of the
+    /// process's output.
+    ///
+    /// # Errors
+    ///
+    /// As for [`spawn`](Self::spawn).
+    pub fn spawn_with(
+        name: &str,
+        program: &Path,
+        args: &[OsString],
+        cwd: &Path,
+        options: &SpawnOptions,
+    ) -> Result<Self> {
+        let mut command = Command::new("sh");
+        command
             .arg("-c")
             .arg(WATCHDOG)
             .arg("devstack-watchdog")
@@ -117,10 +155,17 @@ impl Supervised {
             .current_dir(cwd)
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
+            .stderr(Stdio::piped());
+        if let Some(env) = &options.env {
+            command.env_clear().envs(env.iter().map(|(k, v)| (k, v)));
+        }
+        let mut child = command
             .spawn()
             .with_context(|| format!("spawning {name} ({}) under sh", program.display()))?;
-        let mut output = OutputLog::default();
+        let mut output = OutputLog {
+            echo_prefix: options.echo_prefix.clone(),
+            ..OutputLog::default()
+        };
         if let Some(stdout) = child.stdout.take() {
             output.capture(stdout);
         }
@@ -137,18 +182,40 @@ impl Supervised {
         })
     }
 
-    pub(crate) fn pid(&self) -> u32 {
+    /// The process id (the program's own, thanks to `exec`).
+    pub fn pid(&self) -> u32 {
         self.child.id()
     }
 
     /// The last lines the process printed (stdout and stderr interleaved).
-    pub(crate) fn output(&self) -> String {
+    pub fn output(&self) -> String {
         self.output.text()
+    }
+
+    /// The exit status if the process has exited, without blocking. After an exit, waits
+    /// briefly for its last output to be collected, so [`output`](Self::output) is complete.
+    ///
+    /// # Errors
+    ///
+    /// When the process's state cannot be read.
+    pub fn try_wait(&mut self) -> Result<Option<ExitStatus>> {
+        let status = self
+            .child
+            .try_wait()
+            .with_context(|| format!("checking whether {} is running", self.name))?;
+        if status.is_some() {
+            self.output.settle(Duration::from_secs(1));
+        }
+        Ok(status)
     }
 
     /// Polls `probe` every 100 ms until it succeeds, the process exits, or `timeout`
     /// passes. Errors carry the process's output and the last probe failure.
-    pub(crate) fn wait_until_ready(
+    ///
+    /// # Errors
+    ///
+    /// When the process exits first or `timeout` passes.
+    pub fn wait_until_ready(
         &mut self,
         timeout: Duration,
         mut probe: impl FnMut() -> Result<(), String>,
@@ -185,7 +252,11 @@ impl Supervised {
     }
 
     /// Blocks until the process exits by itself (or is killed from outside).
-    pub(crate) fn wait(&mut self) -> Result<ExitStatus> {
+    ///
+    /// # Errors
+    ///
+    /// When waiting on the process fails.
+    pub fn wait(&mut self) -> Result<ExitStatus> {
         self.child
             .wait()
             .with_context(|| format!("waiting for {}", self.name))
@@ -193,7 +264,11 @@ impl Supervised {
 
     /// Stops the process: dismisses the watchdog, kills the process and reaps it.
     /// Idempotent.
-    pub(crate) fn shutdown(&mut self) -> Result<()> {
+    ///
+    /// # Errors
+    ///
+    /// When the process cannot be killed or reaped.
+    pub fn shutdown(&mut self) -> Result<()> {
         if self.stopped {
             return Ok(());
         }
@@ -241,11 +316,13 @@ impl fmt::Debug for Supervised {
 struct OutputLog {
     lines: Arc<Mutex<VecDeque<String>>>,
     readers: Vec<thread::JoinHandle<()>>,
+    echo_prefix: Option<String>,
 }
 
 impl OutputLog {
     fn capture(&mut self, stream: impl Read + Send + 'static) {
         let lines = Arc::clone(&self.lines);
+        let echo_prefix = self.echo_prefix.clone();
         // The thread ends at end-of-file, i.e. when the process exits.
         let reader = thread::spawn(move || {
             let mut reader = BufReader::new(stream);
@@ -256,6 +333,9 @@ impl OutputLog {
                     Ok(0) | Err(_) => break,
                     Ok(_) => {
                         let line = String::from_utf8_lossy(&buf).trim_end().to_owned();
+                        if let Some(prefix) = &echo_prefix {
+                            eprintln!("[{prefix}] {line}");
+                        }
                         let mut lines = lines.lock().unwrap_or_else(PoisonError::into_inner);
                         if lines.len() == OUTPUT_LINES_KEPT {
                             lines.pop_front();
@@ -329,6 +409,24 @@ mod tests {
             .unwrap();
         drop(process);
         assert!(!is_running(pid));
+    }
+
+    #[test]
+    fn a_chosen_environment_replaces_ours() {
+        let mut process = Supervised::spawn_with(
+            "env-printer",
+            Path::new("/bin/sh"),
+            &["-c".into(), "echo \"foo=$FOO home=${HOME:-unset}\"".into()],
+            Path::new("/"),
+            &SpawnOptions {
+                env: Some(vec![("FOO".into(), "bar".into())]),
+                echo_prefix: Some("env-printer".into()),
+            },
+        )
+        .unwrap();
+        process.wait().unwrap();
+        assert_eq!(process.try_wait().unwrap().map(|s| s.success()), Some(true));
+        assert_eq!(process.output(), "foo=bar home=unset");
     }
 
     #[test]
