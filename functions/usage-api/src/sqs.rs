@@ -4,6 +4,7 @@
 use aws_sdk_sqs::Client;
 use aws_sdk_sqs::config::{BehaviorVersion, Credentials, Region};
 use aws_sdk_sqs::error::ProvideErrorMetadata;
+use aws_sdk_sqs::operation::send_message_batch::SendMessageBatchOutput;
 use aws_sdk_sqs::types::SendMessageBatchRequestEntry;
 
 use crate::ports::{EventQueue, QueueFailure, QueuedEvent};
@@ -77,26 +78,31 @@ impl SqsEventQueue {
                 return;
             }
         };
-        for ok in reply.successful() {
-            if let Some(i) = parse_entry_id(ok.id()) {
-                if batch.contains(&i) {
-                    outcomes[i] = Ok(());
-                }
-            }
+        record_reply(batch, &reply, outcomes);
+    }
+}
+
+/// Records the outcome of every entry of `batch` that `reply` mentions. An entry the
+/// reply does not mention keeps its pending failure: it is reported as not sent rather
+/// than assumed delivered.
+fn record_reply(
+    batch: &[usize],
+    reply: &SendMessageBatchOutput,
+    outcomes: &mut [Result<(), QueueFailure>],
+) {
+    for ok in reply.successful() {
+        if let Some(i) = parse_entry_id(ok.id()).filter(|i| batch.contains(i)) {
+            outcomes[i] = Ok(());
         }
-        for failed in reply.failed() {
-            if let Some(i) = parse_entry_id(failed.id()) {
-                if batch.contains(&i) {
-                    outcomes[i] = Err(failure(
-                        failed.code(),
-                        failed.message().unwrap_or_default().to_owned(),
-                        failed.sender_fault(),
-                    ));
-                }
-            }
+    }
+    for failed in reply.failed() {
+        if let Some(i) = parse_entry_id(failed.id()).filter(|i| batch.contains(i)) {
+            outcomes[i] = Err(failure(
+                failed.code(),
+                failed.message().unwrap_or_default().to_owned(),
+                failed.sender_fault(),
+            ));
         }
-        // An entry the reply does not mention keeps its `PENDING` failure: it is reported
-        // as not sent rather than assumed delivered.
     }
 }
 
@@ -204,6 +210,59 @@ mod tests {
             message(5),
         ];
         assert_eq!(batches(&messages), vec![vec![0, 1], vec![2, 3]]);
+    }
+
+    fn pending(n: usize) -> Vec<Result<(), QueueFailure>> {
+        (0..n)
+            .map(|_| Err(failure(PENDING, String::new(), false)))
+            .collect()
+    }
+
+    #[test]
+    fn per_entry_failures_fail_only_their_entries_and_unmentioned_entries_stay_unsent() {
+        use aws_sdk_sqs::types::{BatchResultErrorEntry, SendMessageBatchResultEntry};
+        let reply = SendMessageBatchOutput::builder()
+            .successful(
+                SendMessageBatchResultEntry::builder()
+                    .id("m0")
+                    .message_id("id-0")
+                    .md5_of_message_body("-")
+                    .build()
+                    .unwrap(),
+            )
+            .failed(
+                BatchResultErrorEntry::builder()
+                    .id("m1")
+                    .code("InvalidMessageContents")
+                    .sender_fault(true)
+                    .build()
+                    .unwrap(),
+            )
+            // Not part of this batch: ignored.
+            .successful(
+                SendMessageBatchResultEntry::builder()
+                    .id("m9")
+                    .message_id("id-9")
+                    .md5_of_message_body("-")
+                    .build()
+                    .unwrap(),
+            )
+            .build()
+            .unwrap();
+        let mut outcomes = pending(10);
+        record_reply(&[0, 1, 2], &reply, &mut outcomes);
+        assert_eq!(outcomes[0], Ok(()));
+        let failed = outcomes[1].clone().unwrap_err();
+        assert_eq!(
+            (failed.code.as_str(), failed.sender_fault),
+            ("InvalidMessageContents", true)
+        );
+        assert_eq!(
+            outcomes[2].clone().unwrap_err().code,
+            PENDING,
+            "no word on m2"
+        );
+        assert!(outcomes[9].is_err(), "m9 is not in the batch");
     }
 
     #[test]

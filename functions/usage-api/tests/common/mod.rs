@@ -295,16 +295,19 @@ impl Harness {
             if messages.is_empty() {
                 return bodies;
             }
-            for message in messages {
+            let mut delete = self.sqs.delete_message_batch().queue_url(&self.queue_url);
+            for (i, message) in messages.iter().enumerate() {
                 bodies.push(message.body().unwrap_or_default().to_owned());
-                self.sqs
-                    .delete_message()
-                    .queue_url(&self.queue_url)
-                    .receipt_handle(message.receipt_handle().unwrap())
-                    .send()
-                    .await
-                    .unwrap();
+                delete = delete.entries(
+                    aws_sdk_sqs::types::DeleteMessageBatchRequestEntry::builder()
+                        .id(format!("d{i}"))
+                        .receipt_handle(message.receipt_handle().unwrap())
+                        .build()
+                        .unwrap(),
+                );
             }
+            let deleted = delete.send().await.unwrap();
+            assert!(deleted.failed().is_empty(), "{:?}", deleted.failed());
         }
     }
 
