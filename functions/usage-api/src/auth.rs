@@ -73,20 +73,22 @@ impl Principal {
     }
 }
 
-/// The presented key: `Authorization: Bearer <key>`, else `x-api-key`.
+/// The presented key: `Authorization: Bearer <key>`, else `x-api-key`. An
+/// `Authorization` header of another scheme is not a key (it may be meant for a proxy).
 fn presented_key(headers: &HeaderMap) -> Option<&str> {
-    if let Some(value) = headers.get(AUTHORIZATION) {
-        let value = value.to_str().ok()?;
-        let (scheme, key) = value.trim().split_once(' ')?;
-        return scheme
-            .eq_ignore_ascii_case("bearer")
-            .then(|| key.trim())
-            .filter(|key| !key.is_empty());
-    }
-    headers
-        .get("x-api-key")
+    let bearer = headers
+        .get(AUTHORIZATION)
         .and_then(|value| value.to_str().ok())
-        .map(str::trim)
+        .and_then(|value| value.trim().split_once(' '))
+        .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
+        .map(|(_, key)| key.trim());
+    bearer
+        .or_else(|| {
+            headers
+                .get("x-api-key")
+                .and_then(|value| value.to_str().ok())
+                .map(str::trim)
+        })
         .filter(|key| !key.is_empty())
 }
 
