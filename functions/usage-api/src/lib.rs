@@ -44,7 +44,7 @@ pub mod sqs;
 
 use std::time::Instant;
 
-use chrono::{DateTime, Utc};
+use chrono::{DateTime, SubsecRound, Utc};
 use lambda_http::{Body, Request, Response};
 use tollgate_core::meter::MeterCatalog;
 use tollgate_core::window::EventTimePolicy;
@@ -53,7 +53,8 @@ use crate::error::ApiError;
 use crate::ports::{EventQueue, UsageApiStore};
 use crate::router::{Access, Match};
 
-/// Where "now" comes from: the system clock, or a fixed instant for tests.
+/// Where "now" comes from: the system clock (to the millisecond, so replies and records
+/// carry readable times), or a fixed instant for tests.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Clock {
     System,
@@ -63,7 +64,7 @@ pub enum Clock {
 impl Clock {
     pub fn now(&self) -> DateTime<Utc> {
         match self {
-            Clock::System => Utc::now(),
+            Clock::System => Utc::now().trunc_subsecs(3),
             Clock::Fixed(t) => *t,
         }
     }
@@ -89,6 +90,13 @@ impl<S: UsageApiStore, Q: EventQueue> App<S, Q> {
             policy: EventTimePolicy::default(),
             clock: Clock::System,
         }
+    }
+
+    /// Judges event times by `policy` (keep it the ingest's, so what the API accepts the
+    /// ingest does too).
+    pub fn with_policy(mut self, policy: EventTimePolicy) -> Self {
+        self.policy = policy;
+        self
     }
 
     pub fn with_clock(mut self, clock: Clock) -> Self {

@@ -5,6 +5,8 @@
 //! - `TOLLGATE_TABLE`: the DynamoDB table.
 //! - `TOLLGATE_QUEUE_URL`: the usage queue.
 //! - `TOLLGATE_METERS_FILE`: the meter catalog (JSON, as `events/samples/meters.json`).
+//! - `TOLLGATE_LATE_HORIZON_HOURS` (optional, default 168): how late an event may be;
+//!   the ingest reads the same variable, so both judge event times alike.
 //! - `AWS_ENDPOINT_URL_DYNAMODB` / `AWS_ENDPOINT_URL_SQS` (optional) point the SDK at
 //!   local emulators; `aws-config` reads them itself.
 //! - `RUST_LOG` (optional) sets the log filter; `info` by default.
@@ -13,6 +15,7 @@ use std::path::PathBuf;
 
 use anyhow::{Context, bail};
 use tollgate_core::meter::MeterCatalog;
+use tollgate_core::window::EventTimePolicy;
 use tollgate_store::DynamoDbStore;
 use tollgate_usage_api::App;
 use tollgate_usage_api::sqs::SqsEventQueue;
@@ -23,6 +26,7 @@ struct Config {
     table: String,
     queue_url: String,
     meters_file: PathBuf,
+    policy: EventTimePolicy,
 }
 
 impl Config {
@@ -42,11 +46,20 @@ impl Config {
         .into_iter()
         .filter_map(|(name, missing)| missing.then_some(name))
         .collect();
+        let mut policy = EventTimePolicy::default();
+        if let Some(hours) = var("TOLLGATE_LATE_HORIZON_HOURS") {
+            let hours: u32 = hours
+                .trim()
+                .parse()
+                .context("TOLLGATE_LATE_HORIZON_HOURS must be a whole number of hours")?;
+            policy.late_horizon = chrono::Duration::hours(i64::from(hours));
+        }
         match (table, queue_url, meters_file) {
             (Some(table), Some(queue_url), Some(meters_file)) => Ok(Config {
                 table,
                 queue_url,
                 meters_file: PathBuf::from(meters_file),
+                policy,
             }),
             _ => bail!("missing environment variables: {}", missing.join(", ")),
         }
@@ -73,7 +86,7 @@ async fn main() -> anyhow::Result<()> {
     let aws = aws_config::load_defaults(aws_config::BehaviorVersion::latest()).await;
     let store = DynamoDbStore::new(aws_sdk_dynamodb::Client::new(&aws), config.table);
     let queue = SqsEventQueue::new(aws_sdk_sqs::Client::new(&aws), config.queue_url);
-    let app = App::new(store, queue, catalog);
+    let app = App::new(store, queue, catalog).with_policy(config.policy);
     let app = &app;
 
     lambda_http::run(lambda_http::service_fn(move |request| async move {
