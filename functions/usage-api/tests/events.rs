@@ -26,7 +26,7 @@ fn sorted(mut bodies: Vec<String>) -> Vec<String> {
 
 #[tokio::test]
 async fn one_valid_event_is_accepted_and_arrives_on_the_queue_as_sent() {
-    let h = harness("events-one").await;
+    let h = harness_with_queue("events-one").await;
     let event = api_event("e-1", "acme", "2026-11-23T12:29:00+01:00", 3);
     let reply = h.post("/v1/events", ACME_KEY, &event.to_string()).await;
     reply.expect(202);
@@ -45,7 +45,7 @@ async fn one_valid_event_is_accepted_and_arrives_on_the_queue_as_sent() {
 
 #[tokio::test]
 async fn a_batch_is_judged_event_by_event_and_only_valid_events_are_queued() {
-    let h = harness("events-batch").await;
+    let h = harness_with_queue("events-batch").await;
     let mut events: Vec<Value> = (0..23)
         .map(|i| api_event(&format!("ok-{i}"), "acme", "2026-11-23T12:00:00Z", i))
         .collect();
@@ -108,7 +108,7 @@ async fn a_batch_is_judged_event_by_event_and_only_valid_events_are_queued() {
 
 #[tokio::test]
 async fn admins_submit_for_any_tenant_unless_they_name_one() {
-    let h = harness("events-admin").await;
+    let h = harness_with_queue("events-admin").await;
     let events = json!([
         api_event("a", "acme", "2026-11-23T12:00:00Z", 1),
         api_event("g", "globex", "2026-11-23T12:00:00Z", 1)
@@ -127,7 +127,7 @@ async fn admins_submit_for_any_tenant_unless_they_name_one() {
 
 #[tokio::test]
 async fn malformed_requests_are_refused_whole_and_nothing_is_queued() {
-    let h = harness("events-bad").await;
+    let h = harness_with_queue("events-bad").await;
     let too_many = Value::Array(
         (0..501)
             .map(|i| api_event(&format!("e{i}"), "acme", "2026-11-23T12:00:00Z", 1))
@@ -157,7 +157,7 @@ async fn malformed_requests_are_refused_whole_and_nothing_is_queued() {
 
 #[tokio::test]
 async fn a_tenant_key_naming_another_tenant_is_not_found() {
-    let h = harness("events-foreign").await;
+    let h = harness_with_queue("events-foreign").await;
     let event = api_event("e", "globex", "2026-11-23T12:00:00Z", 1);
     h.post("/v1/events?tenant=globex", ACME_KEY, &event.to_string())
         .await
@@ -193,7 +193,7 @@ async fn only_invalid_events_need_no_queue_and_are_all_reported() {
 
 #[tokio::test]
 async fn events_spread_over_several_sqs_batches_all_arrive_once() {
-    let h = harness("events-many").await;
+    let h = harness_with_queue("events-many").await;
     let events: Vec<Value> = (0..120)
         .map(|i| api_event(&format!("bulk-{i}"), "acme", "2026-11-23T12:00:00Z", i))
         .collect();

@@ -96,9 +96,31 @@ impl Reply {
 
 /// A harness with the sample plans, tenants `acme` (starter), `globex` (starter) and
 /// `podco` (pod-hourly), and a key for each plus an admin key and a revoked acme key.
+///
+/// Its queue is a real SQS adapter aimed at a closed loopback port: routes that must not
+/// send anything fail loudly if they do, and no SQS emulator is started for them. Use
+/// [`harness_with_queue`] where events are sent.
 pub async fn harness(name: &str) -> Harness {
-    let store = fresh_store(name).await;
+    let sqs = tollgate_usage_api::sqs::local_client("http://127.0.0.1:9");
+    let queue_url = "http://127.0.0.1:9/000000000000/unused".to_owned();
+    build(name, sqs, queue_url).await
+}
+
+/// A harness whose queue is a fresh queue on the local SQS (moto).
+pub async fn harness_with_queue(name: &str) -> Harness {
     let (sqs, queue_url) = fresh_queue(name).await;
+    build(name, sqs, queue_url).await
+}
+
+/// A harness on the local SQS whose queue URL names no queue: every send fails.
+pub async fn harness_with_broken_queue(name: &str) -> Harness {
+    let (sqs, _) = fresh_queue(name).await;
+    let queue_url = format!("{}/000000000000/no-such-queue", sqs_endpoint());
+    build(name, sqs, queue_url).await
+}
+
+async fn build(name: &str, sqs: aws_sdk_sqs::Client, queue_url: String) -> Harness {
+    let store = fresh_store(name).await;
     seed(&store).await;
     let catalog = MeterCatalog::from_json(METERS).unwrap();
     Harness {
@@ -106,24 +128,6 @@ pub async fn harness(name: &str) -> Harness {
             store,
             SqsEventQueue::new(sqs.clone(), queue_url.clone()),
             catalog,
-        )
-        .with_clock(Clock::Fixed(now())),
-        sqs,
-        queue_url,
-    }
-}
-
-/// A harness whose queue URL names no queue: every send fails.
-pub async fn harness_with_broken_queue(name: &str) -> Harness {
-    let store = fresh_store(name).await;
-    let (sqs, _) = fresh_queue(name).await;
-    seed(&store).await;
-    let queue_url = format!("{}/000000000000/no-such-queue", sqs_endpoint());
-    Harness {
-        app: App::new(
-            store,
-            SqsEventQueue::new(sqs.clone(), queue_url.clone()),
-            MeterCatalog::from_json(METERS).unwrap(),
         )
         .with_clock(Clock::Fixed(now())),
         sqs,
