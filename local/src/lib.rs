@@ -15,6 +15,7 @@
 //! | [`Scheduler`] | `scheduler` | an EventBridge Scheduler rate schedule with an input template |
 //! | [`FunctionUrl`] | `function_url` | a Lambda Function URL (payload format 2.0) |
 //! | [`create_queue_with_dlq`], [`local_sqs_client`] | `queues` | the queue and DLQ of the SAM template |
+//! | [`LocalStack`] | `stack` | the whole deployment: emulators, queues, table and the three functions wired together |
 //!
 //! SQS itself is moto, from `tollgate-devstack`; DynamoDB is DynamoDB Local.
 //!
@@ -62,6 +63,7 @@ mod queues;
 mod runtime_api;
 mod scheduler;
 mod sqs_mapping;
+mod stack;
 
 pub use function::{
     DEFAULT_TIMEOUT, FunctionSpec, FunctionStats, INIT_TIMEOUT, InvokeError, LOCAL_ACCOUNT_ID,
@@ -75,3 +77,4 @@ pub use sqs_mapping::{
     DEFAULT_MAX_CONCURRENCY, MAX_BATCH_SIZE, MAX_BATCHING_WINDOW, MappingError, MappingMetrics,
     SqsMapping, SqsMappingConfig,
 };
+pub use stack::{FUNCTION_BINARIES, LocalStack, StackConfig, StackError, build_functions};

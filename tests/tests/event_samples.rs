@@ -96,7 +96,7 @@ fn the_edge_batch_sample_matches_its_schema_and_the_contract() {
         now,
     )
     .unwrap();
-    assert_eq!(parsed.batch.rows.len(), 3);
+    assert_eq!(parsed.batches[0].rows.len(), 3);
 }
 
 #[test]
@@ -138,7 +138,7 @@ fn the_ingest_trigger_sample_is_an_sqs_event_whose_bodies_are_contracts() {
                 &EventTimePolicy::default(),
                 now,
             )
-            .map(|p| p.batch.batch_id)
+            .map(|p| p.batches[0].batch_id.clone())
             .map_err(|e| e.code())
         })
         .collect();

@@ -11,7 +11,7 @@ use std::path::Path;
 use std::process::Command;
 
 use anyhow::{Result, bail};
-use tollgate_devstack::{DYNAMODB_ENDPOINT_ENV, DynamoDbLocal};
+use tollgate_devstack::{DYNAMODB_ENDPOINT_ENV, DynamoDbLocal, SQS_ENDPOINT_ENV, SqsServer};
 
 use crate::util::{self, Steps, TestTally, cargo};
 
@@ -65,16 +65,32 @@ pub fn run(options: &Options) -> Result<()> {
     result
 }
 
+/// The emulators the tests share, handed to them through the environment.
+struct Endpoints {
+    dynamodb: String,
+    sqs: String,
+}
+
 fn run_steps(options: &Options, steps: &mut Steps, tally: &mut TestTally) -> Result<()> {
     let root = util::repo_root()?;
     steps.run("toolchain: clippy, rustfmt, wasm32-wasip1", || {
         ensure_toolchain(&root)
     })?;
     let dynamodb = steps.run("DynamoDB Local", || DynamoDbLocal::ensure()?.start())?;
-    let endpoint = dynamodb.endpoint().to_owned();
-    let checks = run_checks(options, steps, tally, &root, &endpoint);
-    // Stop the emulator whatever happened; a check's failure is the one to report.
-    let stopped = dynamodb.stop();
+    let sqs = match steps.run("SQS emulator (moto)", || SqsServer::ensure()?.start()) {
+        Ok(sqs) => sqs,
+        Err(err) => {
+            let _ = dynamodb.stop();
+            return Err(err);
+        }
+    };
+    let endpoints = Endpoints {
+        dynamodb: dynamodb.endpoint().to_owned(),
+        sqs: sqs.endpoint().to_owned(),
+    };
+    let checks = run_checks(options, steps, tally, &root, &endpoints);
+    // Stop the emulators whatever happened; a check's failure is the one to report.
+    let stopped = sqs.stop().and(dynamodb.stop());
     checks.and(stopped)
 }
 
@@ -83,11 +99,12 @@ fn run_checks(
     steps: &mut Steps,
     tally: &mut TestTally,
     root: &Path,
-    endpoint: &str,
+    endpoints: &Endpoints,
 ) -> Result<()> {
     let cargo = || {
         let mut command = cargo(root);
-        command.env(DYNAMODB_ENDPOINT_ENV, endpoint);
+        command.env(DYNAMODB_ENDPOINT_ENV, &endpoints.dynamodb);
+        command.env(SQS_ENDPOINT_ENV, &endpoints.sqs);
         command
     };
     if options.lint {

@@ -1,17 +1,23 @@
 //! What arrives on the usage queue, and how each message becomes one [`UsageBatch`].
 //!
-//! A message body is one of two contracts:
+//! A message body is one of three contracts:
 //!
-//! - a **CloudEvents usage event** (`specversion` present): any producer, including the
-//!   usage API's `POST /v1/events`. Its dedupe key is (subject, source, id).
+//! - a **CloudEvents usage event** (`specversion` present): any producer. Its dedupe key
+//!   is (subject, source, id).
+//! - a **CloudEvents batch** (CloudEvents' JSON batch format,
+//!   `application/cloudevents-batch+json`: an array of events, at most
+//!   [`MAX_EVENTS_PER_MESSAGE`]): what the usage API's `POST /v1/events` sends, packing many
+//!   events into one message so SQS requests do not grow with every event. Each event is
+//!   still its own batch with its own dedupe key; a malformed element is rejected alone
+//!   and the others apply.
 //! - an **edge batch** (`schema: "tollgate.edge-batch/1"`): what a gateway instance's
 //!   filter flushes every interval: rows of mergeable aggregate states per (tenant, meter,
 //!   minute, dimensions). Its dedupe key is (gateway, batch id), unique per instance and
 //!   flush.
 //!
-//! Either way the message becomes exactly one `UsageBatch` whose id is that dedupe key,
-//! with rows folded into hourly windows. A message is valid or rejected as a whole, with
-//! a typed reason: a batch is never half applied.
+//! Every event, and every edge batch, becomes exactly one `UsageBatch` whose id is its
+//! dedupe key, with rows folded into hourly windows. An event or edge batch is valid or
+//! rejected as a whole, with a typed reason: a batch is never half applied.
 
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
@@ -29,6 +35,9 @@ use crate::window::{EventTimeError, EventTimePolicy, Granularity, Window};
 
 /// The `schema` value of an edge batch.
 pub const EDGE_BATCH_SCHEMA: &str = "tollgate.edge-batch/1";
+
+/// Most events in one CloudEvents batch message.
+pub const MAX_EVENTS_PER_MESSAGE: usize = 1000;
 
 /// Longest accepted gateway id or edge batch id, in characters.
 pub const MAX_EDGE_ID_LEN: usize = 128;
@@ -65,8 +74,10 @@ pub struct EdgeRow {
 pub enum MessageError {
     #[error("message body is not JSON: {0}")]
     NotJson(String),
-    #[error("message body must be a JSON object, found {found}")]
+    #[error("message body must be a JSON object or an array of CloudEvents, found {found}")]
     NotAnObject { found: &'static str },
+    #[error("a CloudEvents batch must hold 1 to {MAX_EVENTS_PER_MESSAGE} events, it holds {len}")]
+    BadEventCount { len: usize },
     #[error("message is neither a CloudEvent (specversion) nor an edge batch (schema)")]
     UnknownContract,
     #[error("unsupported edge batch schema {0:?}; expected {EDGE_BATCH_SCHEMA:?}")]
@@ -95,6 +106,7 @@ impl MessageError {
         match self {
             MessageError::NotJson(_) => "not_json",
             MessageError::NotAnObject { .. } => "not_an_object",
+            MessageError::BadEventCount { .. } => "bad_event_count",
             MessageError::UnknownContract => "unknown_contract",
             MessageError::UnsupportedSchema(_) => "unsupported_schema",
             MessageError::Event(e) => e.code(),
@@ -110,15 +122,17 @@ impl MessageError {
     }
 }
 
-/// A message that became a batch, with the tenant it concerns where there is one.
-#[derive(Debug, Clone, PartialEq)]
+/// What one queue message holds once parsed.
+#[derive(Debug, Clone, Default, PartialEq)]
 pub struct ParsedMessage {
-    pub batch: UsageBatch,
-    /// The event's tenant; `None` for edge batches (they carry many tenants).
-    pub tenant: Option<TenantId>,
+    /// One exactly-once batch per usage event, or the edge batch's one.
+    pub batches: Vec<UsageBatch>,
+    /// Elements of a CloudEvents batch rejected on their own, by position; the rest apply.
+    pub rejected: Vec<(usize, MessageError)>,
 }
 
-/// Turns one queue message body into the batch that applies it exactly once.
+/// Turns one queue message body into the batches that apply it exactly once. An error
+/// rejects the whole message; a CloudEvents batch can also reject single elements.
 pub fn parse_message(
     body: &str,
     catalog: &MeterCatalog,
@@ -127,19 +141,26 @@ pub fn parse_message(
 ) -> Result<ParsedMessage, MessageError> {
     let value: Value =
         serde_json::from_str(body).map_err(|e| MessageError::NotJson(e.to_string()))?;
+    if let Value::Array(events) = &value {
+        if events.is_empty() || events.len() > MAX_EVENTS_PER_MESSAGE {
+            return Err(MessageError::BadEventCount { len: events.len() });
+        }
+        let mut parsed = ParsedMessage::default();
+        for (i, event) in events.iter().enumerate() {
+            match event_batch(event, catalog, policy, now) {
+                Ok(batch) => parsed.batches.push(batch),
+                Err(error) => parsed.rejected.push((i, error)),
+            }
+        }
+        return Ok(parsed);
+    }
     let object = value.as_object().ok_or(MessageError::NotAnObject {
         found: json_type(&value),
     })?;
     if object.contains_key("specversion") {
-        let event = UsageEvent::from_json(&value, policy, now)?;
-        let mut aggregator = UsageAggregator::new(catalog, Granularity::Hour);
-        aggregator.add_event(&event)?;
         return Ok(ParsedMessage {
-            batch: UsageBatch {
-                batch_id: format!("evt\u{1f}{}", event.dedupe_key()),
-                rows: aggregator.into_rows(),
-            },
-            tenant: Some(event.tenant),
+            batches: vec![event_batch(&value, catalog, policy, now)?],
+            rejected: Vec::new(),
         });
     }
     match object.get("schema").and_then(Value::as_str) {
@@ -150,8 +171,24 @@ pub fn parse_message(
     let batch: EdgeBatch = serde_json::from_value(value)
         .map_err(|e| MessageError::MalformedEdgeBatch(e.to_string()))?;
     Ok(ParsedMessage {
-        batch: edge_batch_to_usage(&batch, catalog, policy, now)?,
-        tenant: None,
+        batches: vec![edge_batch_to_usage(&batch, catalog, policy, now)?],
+        rejected: Vec::new(),
+    })
+}
+
+/// One CloudEvent as the batch that applies it once, keyed by its dedupe key.
+fn event_batch(
+    value: &Value,
+    catalog: &MeterCatalog,
+    policy: &EventTimePolicy,
+    now: DateTime<Utc>,
+) -> Result<UsageBatch, MessageError> {
+    let event = UsageEvent::from_json(value, policy, now)?;
+    let mut aggregator = UsageAggregator::new(catalog, Granularity::Hour);
+    aggregator.add_event(&event)?;
+    Ok(UsageBatch {
+        batch_id: format!("evt\u{1f}{}", event.dedupe_key()),
+        rows: aggregator.into_rows(),
     })
 }
 
@@ -302,10 +339,10 @@ mod tests {
                           "subject": "acme", "time": "2026-11-23T11:15:00Z", "data": {"bytes": 10}})
         .to_string();
         let parsed = parse(&body).unwrap();
-        assert_eq!(parsed.tenant.unwrap().as_str(), "acme");
-        assert_eq!(parsed.batch.rows.len(), 2);
-        assert!(parsed.batch.batch_id.starts_with("evt"));
-        assert_eq!(parse(&body).unwrap().batch, parsed.batch, "deterministic");
+        assert_eq!(parsed.batches.len(), 1);
+        assert_eq!(parsed.batches[0].rows.len(), 2);
+        assert!(parsed.batches[0].batch_id.starts_with("evt"));
+        assert_eq!(parse(&body).unwrap(), parsed, "deterministic");
     }
 
     #[test]
@@ -316,10 +353,9 @@ mod tests {
             {"tenant": "globex", "meter": "requests", "minute": "2026-11-23T10:59", "state": {"kind": "count", "n": 1}}
         ]));
         let parsed = parse(&body).unwrap();
-        assert_eq!(parsed.tenant, None);
-        assert_eq!(parsed.batch.batch_id, "edge\u{1f}gw-a\u{1f}f-17");
-        let acme = parsed
-            .batch
+        let batch = &parsed.batches[0];
+        assert_eq!(batch.batch_id, "edge\u{1f}gw-a\u{1f}f-17");
+        let acme = batch
             .rows
             .iter()
             .find(|r| r.key.tenant.as_str() == "acme")
@@ -332,10 +368,38 @@ mod tests {
     }
 
     #[test]
+    fn a_cloudevents_batch_applies_each_event_on_its_own_and_rejects_bad_elements_alone() {
+        let event = |id: &str, subject: &str| {
+            json!({"specversion": "1.0", "id": id, "source": "sdk", "type": "api.request",
+                   "subject": subject, "time": "2026-11-23T11:15:00Z", "data": {"bytes": 10}})
+        };
+        let body = json!([
+            event("e1", "acme"),
+            event("e2", "bad#tenant"),
+            event("e3", "globex")
+        ])
+        .to_string();
+        let parsed = parse(&body).unwrap();
+        assert_eq!(parsed.batches.len(), 2);
+        assert_ne!(parsed.batches[0].batch_id, parsed.batches[1].batch_id);
+        assert_eq!(parsed.rejected.len(), 1);
+        assert_eq!(
+            (parsed.rejected[0].0, parsed.rejected[0].1.code()),
+            (1, "bad_subject")
+        );
+        let single = parse(&event("e1", "acme").to_string()).unwrap();
+        assert_eq!(
+            single.batches[0], parsed.batches[0],
+            "the same event dedupes the same way alone or batched"
+        );
+        assert_eq!(parse("[]").unwrap_err().code(), "bad_event_count");
+    }
+
+    #[test]
     fn every_broken_contract_rule_is_a_typed_rejection() {
         let cases = [
             ("{oops".to_owned(), "not_json"),
-            ("[1]".to_owned(), "not_an_object"),
+            ("7".to_owned(), "not_an_object"),
             ("{\"hello\": 1}".to_owned(), "unknown_contract"),
             (json!({"schema": "tollgate.edge-batch/9"}).to_string(), "unsupported_schema"),
             (json!({"schema": EDGE_BATCH_SCHEMA, "rows": []}).to_string(), "malformed_edge_batch"),

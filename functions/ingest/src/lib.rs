@@ -1,8 +1,9 @@
 //! # tollgate-ingest
 //!
-//! The Lambda behind the usage queue's event source mapping. It turns every SQS message
-//! into one [`UsageBatch`](tollgate_core::usage::UsageBatch) (core's
-//! [`parse_message`]) and applies them all through the store, exactly once.
+//! The Lambda behind the usage queue's event source mapping. It turns every usage event
+//! (a message holds one, a CloudEvents batch of many, or an edge batch) into one
+//! [`UsageBatch`](tollgate_core::usage::UsageBatch) (core's [`parse_message`]) and
+//! applies them all through the store, exactly once.
 //!
 //! ## Why this is exactly-once under any regrouping
 //!
@@ -27,10 +28,12 @@
 //!
 //! ## Failures
 //!
-//! A message that can never be applied (bad JSON, broken contract, unknown meter, too old)
-//! is recorded as a rejection with its reason and acknowledged, so it does not cycle to
-//! the DLQ unexplained. Transient failures (throttling, timeouts, contention) are reported
-//! in `batchItemFailures`, so only those messages return to the queue.
+//! Usage that can never be applied (bad JSON, broken contract, unknown meter, too old) is
+//! recorded as a rejection with its reason and acknowledged, so it does not cycle to the
+//! DLQ unexplained; a bad element of a CloudEvents batch is rejected alone, as
+//! `{message id}#{index}`. Transient failures (throttling, timeouts, contention) are
+//! reported in `batchItemFailures`, so only those messages return to the queue; their
+//! events that did apply are recognised as duplicates on redelivery.
 
 use aws_lambda_events::sqs::{BatchItemFailure, SqsBatchResponse, SqsEvent};
 use chrono::{DateTime, Utc};
@@ -73,7 +76,9 @@ impl UsageSink for DynamoDbStore {
     }
 }
 
-/// Counts of one invocation, logged as a CloudWatch embedded metric.
+/// Counts of one invocation, logged as a CloudWatch embedded metric. `applied`,
+/// `duplicates` and `rejected` count usage events and edge batches (a CloudEvents batch
+/// message holds many); `retried` counts messages returned to the queue.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 pub struct IngestStats {
     pub messages: usize,
@@ -107,45 +112,73 @@ impl<S: UsageSink + Sync> Ingest<S> {
         };
         let mut retry: Vec<String> = Vec::new();
         let mut batches = Vec::new();
-        let mut owners = Vec::new();
-        for record in &event.records {
-            let id = record.message_id.clone().unwrap_or_default();
+        // For each batch: the message it came from, and its position among that message's.
+        let mut owners: Vec<(usize, usize)> = Vec::new();
+        let ids: Vec<String> = event
+            .records
+            .iter()
+            .map(|r| r.message_id.clone().unwrap_or_default())
+            .collect();
+        for (m, record) in event.records.iter().enumerate() {
+            let id = &ids[m];
             let body = record.body.as_deref().unwrap_or_default();
             match parse_message(body, &self.catalog, &self.policy, now) {
                 Ok(parsed) => {
-                    batches.push(parsed.batch);
-                    owners.push((id, body));
+                    let elements: Vec<serde_json::Value> = if parsed.rejected.is_empty() {
+                        Vec::new()
+                    } else {
+                        serde_json::from_str(body).unwrap_or_default()
+                    };
+                    for (i, error) in parsed.rejected {
+                        let element = elements.get(i).map(ToString::to_string).unwrap_or_default();
+                        let rejection = Rejection::new(&format!("{id}#{i}"), &element, &error, now);
+                        if !self.reject(rejection, &mut stats).await {
+                            retry.push(id.clone());
+                        }
+                    }
+                    for (position, batch) in parsed.batches.into_iter().enumerate() {
+                        batches.push(batch);
+                        owners.push((m, position));
+                    }
                 }
                 Err(error) => {
-                    let rejection = Rejection::new(&id, body, &error, now);
-                    self.reject(rejection, &mut stats, &mut retry).await;
+                    let rejection = Rejection::new(id, body, &error, now);
+                    if !self.reject(rejection, &mut stats).await {
+                        retry.push(id.clone());
+                    }
                 }
             }
         }
         let report = self.sink.apply_batches(&batches, now).await;
         stats.rows_written = report.totals.rows_written;
         stats.items_written = report.totals.items_written;
-        for ((id, body), outcome) in owners.into_iter().zip(report.outcomes) {
+        for ((m, position), outcome) in owners.into_iter().zip(report.outcomes) {
+            let id = &ids[m];
             match outcome {
                 Ok(BatchOutcome::Applied) => stats.applied += 1,
                 Ok(BatchOutcome::AlreadyApplied) => stats.duplicates += 1,
                 Err(error) if error.is_transient() => {
                     tracing::warn!(message_id = %id, %error, "transient failure; the message will be retried");
                     stats.retried += 1;
-                    retry.push(id);
+                    retry.push(id.clone());
                 }
                 Err(error) => {
+                    let body = event.records[m].body.as_deref().unwrap_or_default();
                     let rejection = Rejection::with_reason(
-                        &id,
+                        &format!("{id}#{position}"),
                         body,
                         "storage_refused",
                         error.to_string(),
                         now,
                     );
-                    self.reject(rejection, &mut stats, &mut retry).await;
+                    if !self.reject(rejection, &mut stats).await {
+                        retry.push(id.clone());
+                    }
                 }
             }
         }
+        retry.sort();
+        retry.dedup();
         let mut response = SqsBatchResponse::default();
         response.batch_item_failures = retry
             .into_iter()
@@ -158,18 +191,20 @@ impl<S: UsageSink + Sync> Ingest<S> {
         (response, stats)
     }
 
-    async fn reject(&self, rejection: Rejection, stats: &mut IngestStats, retry: &mut Vec<String>) {
+    /// Records a rejection; false if it could not be recorded (the message must return).
+    async fn reject(&self, rejection: Rejection, stats: &mut IngestStats) -> bool {
         let id = &rejection.message_id;
         match self.sink.record_rejection(&rejection).await {
             Ok(()) => {
-                tracing::info!(message_id = %id, code = rejection.code, "message rejected");
+                tracing::info!(message_id = %id, code = rejection.code, "usage rejected");
                 stats.rejected += 1;
+                true
             }
             Err(store_error) => {
                 // Not recorded yet: keep the message so the rejection is not lost.
                 tracing::warn!(message_id = %id, error = %store_error, "could not record a rejection; retrying");
                 stats.retried += 1;
-                retry.push(id.clone());
+                false
             }
         }
     }

@@ -209,3 +209,19 @@ async fn events_spread_over_several_sqs_batches_all_arrive_once() {
     let expected: Vec<String> = events.iter().map(canonical).collect();
     assert_eq!(sorted(h.drain_queue().await), sorted(expected));
 }
+
+#[tokio::test]
+async fn a_submission_travels_as_one_cloudevents_batch_message() {
+    let h = harness_with_queue("events-packed").await;
+    let events: Vec<Value> = (0..25)
+        .map(|i| api_event(&format!("p-{i}"), "acme", "2026-11-23T12:29:00+01:00", 1))
+        .collect();
+    let reply = h
+        .post("/v1/events", ACME_KEY, &Value::Array(events).to_string())
+        .await;
+    reply.expect(202);
+    let messages = h.drain_messages().await;
+    assert_eq!(messages.len(), 1, "25 events, one message");
+    let elements: Vec<Value> = serde_json::from_str(&messages[0]).unwrap();
+    assert_eq!(elements.len(), 25);
+}

@@ -22,6 +22,7 @@ use crate::error::ApiError;
 use crate::http::{Query, body_bytes, json};
 use crate::ports::{EventQueue, QueuedEvent, UsageApiStore};
 use crate::sqs::MAX_BATCH_BYTES;
+use tollgate_core::message::MAX_EVENTS_PER_MESSAGE;
 
 /// The most events one request may carry.
 pub const MAX_EVENTS: usize = 500;
@@ -133,24 +134,29 @@ pub async fn submit<S: UsageApiStore, Q: EventQueue>(
         queued.push((results.len() - 1, QueuedEvent { body }));
     }
 
-    let messages: Vec<QueuedEvent> = queued.iter().map(|(_, m)| m.clone()).collect();
+    // Accepted events travel as CloudEvents batches (a JSON array per message), so the
+    // SQS requests a submission costs do not grow with every event.
+    let packed = pack_events(&queued);
+    let messages: Vec<QueuedEvent> = packed.iter().map(|(message, _)| message.clone()).collect();
     let outcomes = if messages.is_empty() {
         Vec::new()
     } else {
         app.queue().send(&messages).await
     };
     let mut failed = 0;
-    for ((slot, _), outcome) in queued.iter().zip(&outcomes) {
+    for ((_, slots), outcome) in packed.iter().zip(&outcomes) {
         if let Err(failure) = outcome {
-            failed += 1;
-            tracing::warn!(code = %failure.code, sender_fault = failure.sender_fault, "event not queued");
-            if let Some(result) = results.get_mut(*slot) {
-                *result = EventResult::rejected(
-                    result.index,
-                    result.id.take(),
-                    "queue_unavailable",
-                    "the event could not be queued; retry it".to_owned(),
-                );
+            failed += slots.len();
+            tracing::warn!(code = %failure.code, sender_fault = failure.sender_fault, events = slots.len(), "events not queued");
+            for slot in slots {
+                if let Some(result) = results.get_mut(*slot) {
+                    *result = EventResult::rejected(
+                        result.index,
+                        result.id.take(),
+                        "queue_unavailable",
+                        "the event could not be queued; retry it".to_owned(),
+                    );
+                }
             }
         }
     }
@@ -207,4 +213,41 @@ fn parse_body(bytes: &[u8]) -> Result<Vec<Value>, ApiError> {
             "the body must be a CloudEvent object or an array of them",
         )),
     }
+}
+
+/// Bytes of events packed into one queue message (below the 256 KiB SQS limit, with room
+/// for the array's brackets and commas).
+const PACKED_BYTES: usize = 200 * 1024;
+
+/// Packs event bodies, in order, into CloudEvents batch messages of at most
+/// [`MAX_EVENTS_PER_MESSAGE`] events and about [`PACKED_BYTES`]; returns each message with
+/// the result slots of the events it carries.
+fn pack_events(queued: &[(usize, QueuedEvent)]) -> Vec<(QueuedEvent, Vec<usize>)> {
+    let mut packed: Vec<(QueuedEvent, Vec<usize>)> = Vec::new();
+    let mut body = String::new();
+    let mut slots = Vec::new();
+    let mut flush = |body: &mut String, slots: &mut Vec<usize>| {
+        if !slots.is_empty() {
+            body.push(']');
+            packed.push((
+                QueuedEvent {
+                    body: std::mem::take(body),
+                },
+                std::mem::take(slots),
+            ));
+        }
+    };
+    for (slot, event) in queued {
+        if !slots.is_empty()
+            && (slots.len() == MAX_EVENTS_PER_MESSAGE
+                || body.len() + event.body.len() + 2 > PACKED_BYTES)
+        {
+            flush(&mut body, &mut slots);
+        }
+        body.push(if slots.is_empty() { '[' } else { ',' });
+        body.push_str(&event.body);
+        slots.push(*slot);
+    }
+    flush(&mut body, &mut slots);
+    packed
 }

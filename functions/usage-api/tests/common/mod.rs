@@ -282,8 +282,23 @@ impl Harness {
         self.call("POST", uri, Some(key), Some(body)).await
     }
 
-    /// Receives every message on the queue (long enough to drain it), bodies in any order.
+    /// Receives every message on the queue and returns the events they carry, unpacking
+    /// CloudEvents batches (JSON arrays), in any order.
     pub async fn drain_queue(&self) -> Vec<String> {
+        let mut events = Vec::new();
+        for body in self.drain_messages().await {
+            match serde_json::from_str::<serde_json::Value>(&body) {
+                Ok(serde_json::Value::Array(elements)) => {
+                    events.extend(elements.iter().map(ToString::to_string))
+                }
+                _ => events.push(body),
+            }
+        }
+        events
+    }
+
+    /// Receives every message on the queue (long enough to drain it), bodies in any order.
+    pub async fn drain_messages(&self) -> Vec<String> {
         let mut bodies = Vec::new();
         loop {
             let received = self
