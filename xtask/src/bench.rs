@@ -91,6 +91,17 @@ fn catalog() -> Result<MeterCatalog> {
     )?)
 }
 
+fn tenant_profile(t: usize) -> Result<tollgate_core::tenant::TenantProfile> {
+    Ok(tollgate_core::tenant::TenantProfile {
+        tenant: tollgate_core::ids::TenantId::new(format!("tenant-{t}"))?,
+        display_name: format!("tenant {t}"),
+        plan: tollgate_core::ids::PlanName::new("starter")?,
+        status: tollgate_core::tenant::TenantStatus::Active,
+        stripe_customer_id: None,
+        created_at: Utc::now(),
+    })
+}
+
 fn sqs_event(bodies: &[(String, String)]) -> SqsEvent {
     let mut event = SqsEvent::default();
     event.records = bodies
@@ -185,11 +196,10 @@ async fn ingest(endpoint: &str) -> Result<()> {
         );
         store.ensure_table().await?;
         counter.0.puts.store(0, Ordering::Relaxed);
-        let ingest = Ingest {
-            sink: store,
-            catalog: catalog()?,
-            policy: EventTimePolicy::default(),
-        };
+        for t in 0..TENANTS {
+            store.create_tenant(&tenant_profile(t)?).await?;
+        }
+        let ingest = Ingest::new(store, catalog()?, EventTimePolicy::default());
         let mut rates = Vec::new();
         let mut rows = 0usize;
         let mut items = 0usize;

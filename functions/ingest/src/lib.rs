@@ -28,6 +28,10 @@
 //!
 //! ## Failures
 //!
+//! Usage of a tenant that is not registered is rejected too (`unregistered_tenant`): it
+//! would be counted but never rolled up or billed. Registered tenants are cached for the
+//! life of the Lambda instance, so the check costs one read per tenant and instance.
+//!
 //! Usage that can never be applied (bad JSON, broken contract, unknown meter, too old) is
 //! recorded as a rejection with its reason and acknowledged, so it does not cycle to the
 //! DLQ unexplained; a bad element of a CloudEvents batch is rejected alone, as
@@ -35,8 +39,12 @@
 //! reported in `batchItemFailures`, so only those messages return to the queue; their
 //! events that did apply are recognised as duplicates on redelivery.
 
+use std::collections::{BTreeSet, HashSet};
+use std::sync::Mutex;
+
 use aws_lambda_events::sqs::{BatchItemFailure, SqsBatchResponse, SqsEvent};
 use chrono::{DateTime, Utc};
+use tollgate_core::ids::TenantId;
 use tollgate_core::message::{Rejection, parse_message};
 use tollgate_core::meter::MeterCatalog;
 use tollgate_core::usage::UsageBatch;
@@ -57,6 +65,12 @@ pub trait UsageSink {
         &self,
         rejection: &Rejection,
     ) -> impl Future<Output = Result<(), StoreError>> + Send;
+
+    /// Whether `tenant` is registered (has a profile).
+    fn is_registered(
+        &self,
+        tenant: &TenantId,
+    ) -> impl Future<Output = Result<bool, StoreError>> + Send;
 }
 
 impl UsageSink for DynamoDbStore {
@@ -73,6 +87,10 @@ impl UsageSink for DynamoDbStore {
         rejection: &Rejection,
     ) -> impl Future<Output = Result<(), StoreError>> + Send {
         DynamoDbStore::record_rejection(self, rejection)
+    }
+
+    async fn is_registered(&self, tenant: &TenantId) -> Result<bool, StoreError> {
+        Ok(self.tenant(tenant).await?.is_some())
     }
 }
 
@@ -97,9 +115,73 @@ pub struct Ingest<S> {
     pub sink: S,
     pub catalog: MeterCatalog,
     pub policy: EventTimePolicy,
+    /// Tenants known to be registered (a registration is never undone, so no expiry).
+    registered: Mutex<HashSet<TenantId>>,
+}
+
+impl<S> Ingest<S> {
+    pub fn new(sink: S, catalog: MeterCatalog, policy: EventTimePolicy) -> Self {
+        Ingest {
+            sink,
+            catalog,
+            policy,
+            registered: Mutex::new(HashSet::new()),
+        }
+    }
 }
 
 impl<S: UsageSink + Sync> Ingest<S> {
+    /// Drops the rows of unregistered tenants from `batch`, recording a rejection for each
+    /// such tenant: their usage would be counted but never rolled up or billed. Returns
+    /// false if a lookup or a record failed (the message must come back).
+    async fn keep_registered(
+        &self,
+        id: &str,
+        body: &str,
+        batch: &mut UsageBatch,
+        now: DateTime<Utc>,
+        stats: &mut IngestStats,
+    ) -> bool {
+        let tenants: BTreeSet<TenantId> = batch.rows.iter().map(|r| r.key.tenant.clone()).collect();
+        let mut complete = true;
+        for tenant in tenants {
+            let cached = self
+                .registered
+                .lock()
+                .map(|known| known.contains(&tenant))
+                .unwrap_or(false);
+            if cached {
+                continue;
+            }
+            match self.sink.is_registered(&tenant).await {
+                Ok(true) => {
+                    if let Ok(mut known) = self.registered.lock() {
+                        known.insert(tenant);
+                    }
+                }
+                Ok(false) => {
+                    let dropped = batch.rows.iter().filter(|r| r.key.tenant == tenant).count();
+                    batch.rows.retain(|r| r.key.tenant != tenant);
+                    let rejection = Rejection::with_reason(
+                        &format!("{id}#{tenant}"),
+                        body,
+                        "unregistered_tenant",
+                        format!(
+                            "tenant {tenant} is not registered; {dropped} usage rows were not counted"
+                        ),
+                        now,
+                    );
+                    complete &= self.reject(rejection, stats).await;
+                }
+                Err(error) => {
+                    tracing::warn!(%tenant, %error, "could not look the tenant up; retrying");
+                    complete = false;
+                }
+            }
+        }
+        complete
+    }
+
     /// Handles one SQS batch; the reply lists exactly the messages to deliver again.
     pub async fn handle(
         &self,
@@ -136,9 +218,18 @@ impl<S: UsageSink + Sync> Ingest<S> {
                             retry.push(id.clone());
                         }
                     }
-                    for (position, batch) in parsed.batches.into_iter().enumerate() {
-                        batches.push(batch);
-                        owners.push((m, position));
+                    for (position, mut batch) in parsed.batches.into_iter().enumerate() {
+                        if !self
+                            .keep_registered(id, body, &mut batch, now, &mut stats)
+                            .await
+                        {
+                            retry.push(id.clone());
+                            continue;
+                        }
+                        if !batch.rows.is_empty() {
+                            batches.push(batch);
+                            owners.push((m, position));
+                        }
                     }
                 }
                 Err(error) => {

@@ -50,9 +50,5 @@ async fn configure() -> Result<Ingest<DynamoDbStore>> {
     }
     let config = aws_config::load_defaults(aws_config::BehaviorVersion::latest()).await;
     let store = DynamoDbStore::new(aws_sdk_dynamodb::Client::new(&config), table);
-    Ok(Ingest {
-        sink: store,
-        catalog,
-        policy,
-    })
+    Ok(Ingest::new(store, catalog, policy))
 }

@@ -4,7 +4,7 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // tests fail by panicking
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
 use aws_lambda_events::sqs::{SqsEvent, SqsMessage};
@@ -118,6 +118,17 @@ fn messages(now: DateTime<Utc>, rng: &mut Rng) -> (Vec<Message>, BTreeMap<String
     (messages, truth)
 }
 
+fn profile(tenant: &str) -> tollgate_core::tenant::TenantProfile {
+    tollgate_core::tenant::TenantProfile {
+        tenant: TenantId::new(tenant).unwrap(),
+        display_name: tenant.to_owned(),
+        plan: "starter".parse().unwrap(),
+        status: tollgate_core::tenant::TenantStatus::Active,
+        stripe_customer_id: None,
+        created_at: Utc::now(),
+    }
+}
+
 fn sqs_event(deliveries: &[&Message]) -> SqsEvent {
     let mut event = SqsEvent::default();
     event.records = deliveries
@@ -163,11 +174,14 @@ async fn any_grouping_and_redelivery_counts_every_message_exactly_once() {
         rest = &rest[size..];
     }
 
-    let ingest = Arc::new(Ingest {
-        sink: store.clone(),
-        catalog: catalog(),
-        policy: EventTimePolicy::default(),
-    });
+    for tenant in TENANTS {
+        store.create_tenant(&profile(tenant)).await.unwrap();
+    }
+    let ingest = Arc::new(Ingest::new(
+        store.clone(),
+        catalog(),
+        EventTimePolicy::default(),
+    ));
     let mut totals = tollgate_ingest::IngestStats::default();
     // Two invocations at a time, as with an event source mapping's concurrency of 2.
     for pair in batches.chunks(2) {
@@ -235,4 +249,67 @@ async fn any_grouping_and_redelivery_counts_every_message_exactly_once() {
             "wrong_value_type"
         ]
     );
+}
+
+#[tokio::test]
+async fn usage_of_an_unregistered_tenant_is_rejected_and_the_rest_of_an_edge_batch_applies() {
+    let endpoint = tollgate_devstack::dynamodb_endpoint_for_tests();
+    let store = DynamoDbStore::new(
+        tollgate_store::local_client(&endpoint),
+        format!("ingest-unregistered-{}", std::process::id()),
+    );
+    store.ensure_table().await.unwrap();
+    store.create_tenant(&profile("acme")).await.unwrap();
+    let ingest = Ingest::new(store.clone(), catalog(), EventTimePolicy::default());
+    let now = Utc::now();
+    let minute = now.format("%Y-%m-%dT%H:%M").to_string();
+    let edge = json!({"schema": EDGE_BATCH_SCHEMA, "batchId": "f-1", "gateway": "gw", "flushedAt": now.to_rfc3339(),
+                      "rows": [{"tenant": "acme", "meter": "requests", "minute": minute, "state": {"kind": "count", "n": 5}},
+                               {"tenant": "ghost", "meter": "requests", "minute": minute, "state": {"kind": "count", "n": 7}}]});
+    let single = json!({"specversion": "1.0", "id": "g-1", "source": "sdk", "type": "api.request", "subject": "ghost",
+                        "time": now.to_rfc3339(), "data": {"bytes": 3}});
+    let event = sqs_event(&[
+        &Message {
+            id: "m-edge".into(),
+            body: edge.to_string(),
+        },
+        &Message {
+            id: "m-ghost".into(),
+            body: single.to_string(),
+        },
+    ]);
+    let (response, stats) = ingest.handle(&event, now).await;
+    assert!(response.batch_item_failures.is_empty());
+    assert_eq!((stats.applied, stats.rejected), (1, 2));
+    let acme = store
+        .usage(
+            &TenantId::new("acme").unwrap(),
+            Granularity::Hour,
+            now - Duration::hours(1),
+            now + Duration::hours(1),
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        tollgate_core::usage::quantities_by_meter(&acme, &catalog()).unwrap()
+            [&"requests".parse().unwrap()],
+        Decimal::from(5)
+    );
+    let ghost = store
+        .usage(
+            &TenantId::new("ghost").unwrap(),
+            Granularity::Hour,
+            now - Duration::hours(1),
+            now + Duration::hours(1),
+        )
+        .await
+        .unwrap();
+    assert!(
+        ghost.is_empty(),
+        "nothing counted for an unregistered tenant"
+    );
+    let rejected = store.rejections(None, 10).await.unwrap();
+    let ids: BTreeSet<&str> = rejected.iter().map(|r| r.message_id.as_str()).collect();
+    assert_eq!(ids, BTreeSet::from(["m-edge#ghost", "m-ghost#ghost"]));
+    assert!(rejected.iter().all(|r| r.code == "unregistered_tenant"));
 }
