@@ -3,8 +3,8 @@
 //! and item counts transfer to AWS while timings only compare runs on one machine.
 //!
 //! - ingest: rows applied per second per invocation, and DynamoDB write requests and
-//!   items per 1,000 events, for CloudEvents in SQS batches of 10 and of 100 and for
-//!   edge batches.
+//!   items per 1,000 events, for single CloudEvents in SQS batches of 10 and of 100,
+//!   CloudEvents batch messages (what the usage API sends), and edge batches.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -134,6 +134,27 @@ fn cloudevents(name: &'static str, count: usize, per: usize, now: DateTime<Utc>)
     }
 }
 
+/// `count` CloudEvents packed `per_message` to a message (the CloudEvents batch format the
+/// usage API sends), 10 messages per invocation.
+fn cloudevent_batches(count: usize, per_message: usize, now: DateTime<Utc>) -> Scenario {
+    let single = cloudevents("batched", count, 1, now);
+    let events: Vec<String> = single
+        .invocations
+        .iter()
+        .flat_map(|e| e.records.iter().filter_map(|r| r.body.clone()))
+        .collect();
+    let bodies: Vec<(String, String)> = events
+        .chunks(per_message)
+        .enumerate()
+        .map(|(i, chunk)| (format!("m-batched-{i}"), format!("[{}]", chunk.join(","))))
+        .collect();
+    Scenario {
+        name: "CloudEvents batches of 100, 10 per invocation",
+        events: count as u64,
+        invocations: bodies.chunks(10).map(sqs_event).collect(),
+    }
+}
+
 /// Edge batches: each flush carries every tenant's counts for 5 minutes, as a gateway
 /// flushing every 5 minutes would, 10 flushes per invocation.
 fn edge_batches(flushes: usize, now: DateTime<Utc>) -> Scenario {
@@ -171,6 +192,7 @@ async fn ingest(endpoint: &str) -> Result<()> {
     let scenarios = [
         cloudevents("CloudEvents, 10 per invocation", 2_000, 10, now),
         cloudevents("CloudEvents, 100 per invocation", 2_000, 100, now),
+        cloudevent_batches(5_000, 100, now),
         edge_batches(40, now),
     ];
     println!("==> ingest against DynamoDB Local ({endpoint}), {TENANTS} tenants, 2 meters");
