@@ -2,7 +2,8 @@
 //!
 //! - `cargo xtask test [--no-lint] [-- <test runner args>…]`: toolchain check, DynamoDB
 //!   Local, fmt, clippy, tests and doctests, with timings ([`test`]).
-//! - `cargo xtask demo`: DynamoDB Local plus the demo ([`demo`]).
+//! - `cargo xtask demo [--no-wait]`: the local stack end to end, driven through the usage
+//!   API ([`demo`]).
 //! - `cargo xtask dynamodb`: DynamoDB Local until Ctrl-C ([`dynamodb`]).
 
 mod bench;
@@ -27,7 +28,13 @@ commands:
         -- <args>   passed to the test runner, e.g. `-- store` (a filter) or
                     `-- -p tollgate-store`; package selections (-p/--package/--exclude)
                     also apply to the doctests
-  demo  start DynamoDB Local and run the demo against it
+  demo [--no-wait]
+        build the Lambda binaries, start the local stack (DynamoDB Local, SQS emulator,
+        ingest/rollup/usage-api), create plans, tenants and keys and send a few thousand
+        usage events through the usage API, then print each tenant's usage, forecast and
+        invoice preview as the API serves them, with curl commands to try; the stack
+        stays up until Ctrl-C (at most 10 minutes)
+        --no-wait   stop and exit right after printing
   bench measure ingest (rows/s per invocation, DynamoDB writes per 1,000 events)
   dynamodb
         start DynamoDB Local, print its endpoint and keep it up until Ctrl-C
@@ -63,10 +70,7 @@ fn dispatch(args: &[String]) -> Result<()> {
     };
     match command.as_str() {
         "test" => test::run(&test::Options::parse(rest)?),
-        "demo" => {
-            no_arguments(command, rest)?;
-            demo::run()
-        }
+        "demo" => demo::run(demo_options(rest)?),
         "bench" => {
             no_arguments(command, rest)?;
             bench::run()
@@ -80,6 +84,14 @@ fn dispatch(args: &[String]) -> Result<()> {
             Ok(())
         }
         other => bail!("unknown command {other:?}\n\n{USAGE}"),
+    }
+}
+
+fn demo_options(rest: &[String]) -> Result<demo::Options> {
+    match rest {
+        [] => Ok(demo::Options { wait: true }),
+        [flag] if flag == "--no-wait" => Ok(demo::Options { wait: false }),
+        _ => bail!("`cargo xtask demo` takes only --no-wait, got {rest:?}\n\n{USAGE}"),
     }
 }
 
