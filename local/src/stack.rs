@@ -60,6 +60,8 @@ pub struct StackConfig {
     pub rollup_every: Option<Duration>,
     /// Late-event horizon given to ingest (hours).
     pub late_horizon_hours: Option<u32>,
+    /// `RUST_LOG` for the function processes (otherwise they inherit ours).
+    pub function_log: Option<String>,
 }
 
 impl StackConfig {
@@ -79,6 +81,7 @@ impl StackConfig {
             function_timeout: Duration::from_secs(30),
             rollup_every: None,
             late_horizon_hours: None,
+            function_log: None,
         }
     }
 }
@@ -144,6 +147,9 @@ impl LocalStack {
             ),
             ("AWS_ENDPOINT_URL_SQS".to_owned(), sqs_endpoint.clone()),
         ];
+        if let Some(filter) = &config.function_log {
+            env.push(("RUST_LOG".to_owned(), filter.clone()));
+        }
         if let Some(hours) = config.late_horizon_hours {
             env.push(("TOLLGATE_LATE_HORIZON_HOURS".to_owned(), hours.to_string()));
         }

@@ -32,6 +32,13 @@ impl Schema {
         let mut schemas = boon::Schemas::new();
         let mut compiler = boon::Compiler::new();
         compiler.enable_format_assertions();
+        // The batch schema refers to the event schema by its `$id`.
+        compiler
+            .add_resource(
+                "https://tollgate.dev/schemas/usage-event.schema.json",
+                json("schemas/usage-event.schema.json"),
+            )
+            .unwrap();
         let url = format!("file:///{schema_path}");
         compiler.add_resource(&url, json(schema_path)).unwrap();
         let index = compiler.compile(&url, &mut schemas).unwrap();
@@ -67,6 +74,29 @@ fn the_usage_event_sample_matches_its_schema_and_the_parser() {
     let now = time(&sample, "time") + Duration::minutes(1);
     let event = UsageEvent::from_json(&sample, &EventTimePolicy::default(), now).unwrap();
     assert_eq!(catalog().measure(&event).unwrap().len(), 1);
+}
+
+#[test]
+fn the_usage_event_batch_sample_matches_its_schema_and_applies_event_by_event() {
+    let sample = json("samples/usage-event-batch.json");
+    validate("schemas/usage-event-batch.schema.json", &sample).unwrap();
+    let now = time(&sample[0], "time") + Duration::minutes(1);
+    let parsed = parse_message(
+        &sample.to_string(),
+        &catalog(),
+        &EventTimePolicy::default(),
+        now,
+    )
+    .unwrap();
+    assert_eq!(parsed.batches.len(), 3);
+    assert!(parsed.rejected.is_empty());
+    assert!(
+        validate(
+            "schemas/usage-event-batch.schema.json",
+            &serde_json::json!([])
+        )
+        .is_err()
+    );
 }
 
 #[test]

@@ -108,6 +108,8 @@ pub fn run(options: Options) -> Result<()> {
 async fn demo(root: &Path, binaries: PathBuf, options: Options, started: Instant) -> Result<()> {
     let mut config = StackConfig::new(binaries, root.join(METERS));
     config.rollup_every = Some(ROLLUP_EVERY);
+    // The functions log warnings only, unless the caller asks for more with RUST_LOG.
+    config.function_log = Some(std::env::var("RUST_LOG").unwrap_or_else(|_| "warn".to_owned()));
     println!(
         "==> starting the local stack: DynamoDB Local, SQS emulator (moto), ingest behind the \
          event source mapping, rollup every {}s, usage-api behind a Function URL",
@@ -125,7 +127,7 @@ async fn demo(root: &Path, binaries: PathBuf, options: Options, started: Instant
         stack.sqs_endpoint
     );
     println!(
-        "    the functions log to stderr, prefixed with their name (RUST_LOG=warn quiets them)"
+        "    the functions log warnings to stderr, prefixed with their name (RUST_LOG=info shows more)"
     );
     let result = run_on(&stack, root, options, started).await;
     println!("==> stopping the stack");
