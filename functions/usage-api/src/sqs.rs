@@ -2,7 +2,6 @@
 //! [`MAX_BATCH_BYTES`] of bodies per call, with per-entry failures checked.
 
 use aws_sdk_sqs::Client;
-use aws_sdk_sqs::config::{BehaviorVersion, Credentials, Region};
 use aws_sdk_sqs::error::ProvideErrorMetadata;
 use aws_sdk_sqs::operation::send_message_batch::SendMessageBatchOutput;
 use aws_sdk_sqs::types::SendMessageBatchRequestEntry;
@@ -104,24 +103,6 @@ fn record_reply(
             ));
         }
     }
-}
-
-/// A client for a local SQS endpoint (the moto server), with static dummy credentials and
-/// a fixed region: for tests and the local stack only.
-pub fn local_client(endpoint: &str) -> Client {
-    let config = aws_sdk_sqs::Config::builder()
-        .behavior_version(BehaviorVersion::latest())
-        .endpoint_url(endpoint)
-        .region(Region::new("us-east-1"))
-        .credentials_provider(Credentials::new(
-            "local",
-            "local",
-            None,
-            None,
-            "tollgate-local",
-        ))
-        .build();
-    Client::from_conf(config)
 }
 
 const PENDING: &str = "NoReply";

@@ -101,7 +101,7 @@ impl Reply {
 /// send anything fail loudly if they do, and no SQS emulator is started for them. Use
 /// [`harness_with_queue`] where events are sent.
 pub async fn harness(name: &str) -> Harness {
-    let sqs = tollgate_usage_api::sqs::local_client("http://127.0.0.1:9");
+    let sqs = tollgate_local::local_sqs_client("http://127.0.0.1:9");
     let queue_url = "http://127.0.0.1:9/000000000000/unused".to_owned();
     build(name, sqs, queue_url).await
 }
@@ -147,7 +147,7 @@ fn sqs_endpoint() -> String {
 }
 
 pub async fn fresh_queue(name: &str) -> (aws_sdk_sqs::Client, String) {
-    let sqs = tollgate_usage_api::sqs::local_client(&sqs_endpoint());
+    let sqs = tollgate_local::local_sqs_client(&sqs_endpoint());
     let created = sqs
         .create_queue()
         .queue_name(unique(name))
