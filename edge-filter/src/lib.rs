@@ -1,5 +1,12 @@
 //! # tollgate-edge-filter
 //!
-//! The proxy-wasm filter that runs inside Envoy. Its decision logic and the proxy-wasm glue
-//! arrive with the edge-filter issue; the crate exists now so the workspace has its final
-//! shape.
+//! The decision core of the proxy-wasm filter that runs inside Envoy: plain Rust with no
+//! host calls, compiled and tested natively and built for `wasm32-wasip1`. Every module
+//! is a pure function of its inputs (the stored state, the clock reading, the snapshot),
+//! so the proxy-wasm glue only reads host data in, calls these, and writes the results
+//! back; that glue and the wasmtime host that runs the real `.wasm` in tests are built
+//! in a later step and are not part of this crate yet.
+//!
+//! - [`rate`]: per-tenant request rate limits (GCRA), one 8-byte state per
+//!   (tenant, period), shared by all workers through shared data with CAS.
+pub mod rate;
