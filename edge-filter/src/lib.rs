@@ -9,4 +9,7 @@
 //!
 //! - [`rate`]: per-tenant request rate limits (GCRA), one 8-byte state per
 //!   (tenant, period), shared by all workers through shared data with CAS.
+//! - [`headers`]: `RateLimit`/`RateLimit-Policy`/`X-RateLimit-*`/`Retry-After` headers
+//!   for the most restrictive limit, and the JSON bodies of 429 and 402 replies.
+pub mod headers;
 pub mod rate;
