@@ -11,5 +11,8 @@
 //!   (tenant, period), shared by all workers through shared data with CAS.
 //! - [`headers`]: `RateLimit`/`RateLimit-Policy`/`X-RateLimit-*`/`Retry-After` headers
 //!   for the most restrictive limit, and the JSON bodies of 429 and 402 replies.
+//! - [`quota`]: day and month quotas from a global usage snapshot plus local deltas,
+//!   with the worst-case overshoot stated and the stale-snapshot policy.
 pub mod headers;
+pub mod quota;
 pub mod rate;
