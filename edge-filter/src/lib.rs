@@ -13,6 +13,10 @@
 //!   for the most restrictive limit, and the JSON bodies of 429 and 402 replies.
 //! - [`quota`]: day and month quotas from a global usage snapshot plus local deltas,
 //!   with the worst-case overshoot stated and the stale-snapshot policy.
+//! - [`usage`]: per-request usage aggregated into core's mergeable states per
+//!   (tenant, meter, minute, route group, status class), cut into size-bounded
+//!   [`EdgeBatch`](tollgate_core::message::EdgeBatch) messages.
 pub mod headers;
 pub mod quota;
 pub mod rate;
+pub mod usage;
