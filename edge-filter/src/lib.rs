@@ -16,6 +16,9 @@
 //! - [`usage`]: per-request usage aggregated into core's mergeable states per
 //!   (tenant, meter, minute, route group, status class), cut into size-bounded
 //!   [`EdgeBatch`](tollgate_core::message::EdgeBatch) messages.
+//! - [`config`]: the plugin configuration, parsed then compiled with every problem
+//!   reported at once by field path.
+pub mod config;
 pub mod headers;
 pub mod quota;
 pub mod rate;
