@@ -38,6 +38,15 @@
 //!   least `T` apart and **no** sliding window of one period ever sees more than `L`; that
 //!   is the choice when the contract is a hard "L per any P", at the price of no burst.
 //!
+//! ## Several limits
+//!
+//! A plan may set a limit per second, minute, hour and day; a request passes only if
+//! every one allows it, and then consumes one unit of each. [`decide_all`] decides all of
+//! them and withholds every state write when any refuses, so a refused request consumes
+//! nothing anywhere. The writes are separate CAS operations: when one fails, the glue
+//! rereads that key and decides again; if the request is now refused, the writes already
+//! made stand, which only ever counts a request that was not served (conservative).
+//!
 //! A TAT further ahead than `now + b·T` cannot have been written at `now` or earlier; it
 //! means the clock stepped back. It is clamped to `now + b·T`, so a clock step costs a
 //! tenant at most one burst window rather than the length of the step.
@@ -172,6 +181,27 @@ pub fn decide(stored: Option<[u8; 8]>, now_ms: u64, limit: RateLimit) -> RateDec
     }
 }
 
+/// Decides one request against every limit, with `stored[i]` the state of `limits[i]`
+/// (a missing entry is a fresh key). If any limit refuses, no decision carries a state to
+/// write.
+pub fn decide_all(
+    stored: &[Option<[u8; 8]>],
+    now_ms: u64,
+    limits: &[RateLimit],
+) -> Vec<RateDecision> {
+    let mut decisions: Vec<RateDecision> = limits
+        .iter()
+        .enumerate()
+        .map(|(i, limit)| decide(stored.get(i).copied().flatten(), now_ms, *limit))
+        .collect();
+    if decisions.iter().any(|d| !d.is_allowed()) {
+        for d in &mut decisions {
+            d.new_state = None;
+        }
+    }
+    decisions
+}
+
 fn ceil_ms(ns: u64) -> u64 {
     ns.div_ceil(NANOS_PER_MILLI)
 }
@@ -284,6 +314,28 @@ mod tests {
                 RateLimit::new(RatePeriod::Day, nz(1_000)),
             ]
         );
+    }
+
+    #[test]
+    fn a_request_refused_by_one_limit_consumes_none_of_the_others() {
+        let limits = [
+            RateLimit::new(RatePeriod::Second, nz(10)),
+            RateLimit::new(RatePeriod::Minute, nz(1)),
+        ];
+        let now = 1_700_000_000_000;
+        let first = decide_all(&[], now, &limits);
+        assert!(
+            first
+                .iter()
+                .all(|d| d.is_allowed() && d.new_state.is_some())
+        );
+        let stored: Vec<_> = first.iter().map(|d| d.new_state).collect();
+        let second = decide_all(&stored, now + 1, &limits);
+        assert_eq!(
+            second.iter().map(|d| d.outcome).collect::<Vec<_>>(),
+            [RateOutcome::Allowed, RateOutcome::Limited]
+        );
+        assert!(second.iter().all(|d| d.new_state.is_none()));
     }
 
     proptest! {
