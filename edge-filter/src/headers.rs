@@ -121,6 +121,10 @@ pub enum Refusal {
     QuotaExceeded,
     /// The tenant is on the budget block list: 402.
     BudgetExceeded,
+    /// No tenant could be established and the policy rejects such requests: 401.
+    UnknownTenant,
+    /// A quota cannot be checked (stale usage data, fail-closed policy): 503.
+    QuotaUnavailable,
 }
 
 impl Refusal {
@@ -128,6 +132,8 @@ impl Refusal {
         match self {
             Refusal::RateLimited | Refusal::QuotaExceeded => 429,
             Refusal::BudgetExceeded => 402,
+            Refusal::UnknownTenant => 401,
+            Refusal::QuotaUnavailable => 503,
         }
     }
 
@@ -136,6 +142,8 @@ impl Refusal {
             Refusal::RateLimited => "rate_limited",
             Refusal::QuotaExceeded => "quota_exceeded",
             Refusal::BudgetExceeded => "budget_exceeded",
+            Refusal::UnknownTenant => "unknown_tenant",
+            Refusal::QuotaUnavailable => "quota_unavailable",
         }
     }
 
@@ -146,6 +154,8 @@ impl Refusal {
             Refusal::BudgetExceeded => {
                 "The tenant's budget hard limit is reached; raise the budget to continue."
             }
+            Refusal::UnknownTenant => "The request does not identify a known tenant.",
+            Refusal::QuotaUnavailable => "Quota usage cannot be checked right now; retry shortly.",
         }
     }
 }
@@ -287,6 +297,18 @@ mod tests {
                 None,
                 402,
                 r#"{"code":"budget_exceeded","message":"The tenant's budget hard limit is reached; raise the budget to continue."}"#,
+            ),
+            (
+                Refusal::UnknownTenant,
+                None,
+                401,
+                r#"{"code":"unknown_tenant","message":"The request does not identify a known tenant."}"#,
+            ),
+            (
+                Refusal::QuotaUnavailable,
+                None,
+                503,
+                r#"{"code":"quota_unavailable","message":"Quota usage cannot be checked right now; retry shortly."}"#,
             ),
         ];
         for (refusal, limit, code, body) in cases {

@@ -16,9 +16,12 @@
 //! - [`usage`]: per-request usage aggregated into core's mergeable states per
 //!   (tenant, meter, minute, route group, status class), cut into size-bounded
 //!   [`EdgeBatch`](tollgate_core::message::EdgeBatch) messages.
+//! - [`decision`]: the verdict on a request from those checks: forward (with headers)
+//!   or a 401/402/429/503 reply, in a documented precedence.
 //! - [`config`]: the plugin configuration, parsed then compiled with every problem
 //!   reported at once by field path.
 pub mod config;
+pub mod decision;
 pub mod headers;
 pub mod quota;
 pub mod rate;
