@@ -717,6 +717,7 @@ fn split_url(url: &str) -> Option<(String, String)> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use proptest::prelude::*;
     use serde_json::{Value, json};
 
     fn base() -> Value {
@@ -967,6 +968,42 @@ mod tests {
                     .to_string()
                     .starts_with("invalid tollgate filter configuration (1 problems)")
             );
+        }
+    }
+
+    fn json_leaf() -> impl Strategy<Value = Value> {
+        prop_oneof![
+            Just(Value::Null),
+            any::<bool>().prop_map(Value::from),
+            any::<i64>().prop_map(Value::from),
+            any::<u64>().prop_map(Value::from),
+            ".{0,12}".prop_map(Value::from),
+        ]
+    }
+
+    proptest! {
+        #[test]
+        fn arbitrary_text_never_panics(text in ".{0,200}") {
+            let _ = FilterConfig::from_json(&text);
+        }
+
+        #[test]
+        fn any_field_replaced_by_any_value_is_accepted_or_reported_with_a_path(
+            field in prop_oneof![
+                Just("/gatewayId"), Just("/identity/source"), Just("/identity/header"),
+                Just("/identity/claim"), Just("/unknownTenant"), Just("/stale/maxAgeSeconds"),
+                Just("/maxBodyBytes"), Just("/snapshot/path"), Just("/sqs/queueUrl"),
+                Just("/meters/requests"), Just("/routeGroups"),
+            ],
+            value in json_leaf(),
+        ) {
+            match FilterConfig::from_json(&with(base(), field, value).to_string()) {
+                Ok(config) => prop_assert!(config.max_body_bytes >= MIN_BODY_BYTES),
+                Err(error) => {
+                    prop_assert!(!error.problems().is_empty());
+                    prop_assert!(error.problems().iter().all(|p| !p.path.is_empty()));
+                }
+            }
         }
     }
 }
