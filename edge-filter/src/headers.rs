@@ -1,4 +1,4 @@
-//! Rate-limit response headers and the JSON bodies of 429 and 402 replies.
+//! Rate-limit response headers and the JSON bodies of the replies the filter sends itself.
 //!
 //! Every limit a request is checked against — each rate limit period, each day or month
 //! quota — reports a [`LimitStatus`]. The headers describe **one** of them, the most

@@ -10,7 +10,7 @@
 //! - [`rate`]: per-tenant request rate limits (GCRA), one 8-byte state per
 //!   (tenant, period), shared by all workers through shared data with CAS.
 //! - [`headers`]: `RateLimit`/`RateLimit-Policy`/`X-RateLimit-*`/`Retry-After` headers
-//!   for the most restrictive limit, and the JSON bodies of 429 and 402 replies.
+//!   for the most restrictive limit, and the JSON bodies of 401, 402, 429 and 503 replies.
 //! - [`quota`]: day and month quotas from a global usage snapshot plus local deltas,
 //!   with the worst-case overshoot stated and the stale-snapshot policy.
 //! - [`usage`]: per-request usage aggregated into core's mergeable states per
