@@ -21,10 +21,13 @@
 //! - [`budget`]: monthly budgets: threshold alerts, forecasts and the hard-limit verdict.
 //! - [`quota`]: remaining daily and monthly quota of a meter.
 //! - [`run_rate`]: run-rate projections of usage to the end of a period.
+//! - [`edge_snapshot`]: the edge snapshot: plans' limits, quota usage, blocks and key
+//!   digests a gateway pulls to enforce limits locally.
 
 pub mod aggregate;
 pub mod budget;
 pub mod config;
+pub mod edge_snapshot;
 pub mod event;
 pub mod ids;
 pub mod invoice;
