@@ -38,6 +38,8 @@ pub enum RouteId {
     ListKeys,
     RevokeKey,
     Rejected,
+    /// The edge snapshot a gateway pulls (with an admin-role key).
+    EdgeSnapshot,
 }
 
 /// One route: `{name}` segments of the pattern capture a path parameter.
@@ -144,6 +146,12 @@ pub const ROUTES: &[Route] = &[
         "/v1/admin/rejected",
         Access::Admin,
         RouteId::Rejected,
+    ),
+    route(
+        "GET",
+        "/v1/edge/snapshot",
+        Access::Admin,
+        RouteId::EdgeSnapshot,
     ),
 ];
 

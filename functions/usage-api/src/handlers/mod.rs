@@ -2,6 +2,7 @@
 //! plan, reading usage into per-meter quantities.
 
 pub mod billing;
+pub mod edge;
 pub mod events;
 pub mod keys;
 pub mod plans;
@@ -65,6 +66,7 @@ pub async fn dispatch<S: UsageApiStore, Q: EventQueue>(
         RouteId::ListKeys => keys::list(app, param(), request).await,
         RouteId::RevokeKey => keys::revoke(app, param(), request).await,
         RouteId::Rejected => rejected::list(app, request).await,
+        RouteId::EdgeSnapshot => edge::snapshot(app, request).await,
     }
 }
 
