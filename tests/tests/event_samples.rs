@@ -9,6 +9,7 @@ use aws_lambda_events::lambda_function_urls::LambdaFunctionUrlRequest;
 use aws_lambda_events::sqs::SqsEvent;
 use chrono::{DateTime, Duration, Utc};
 use serde_json::Value;
+use tollgate_core::edge_snapshot::{BlockReason, EdgeSnapshot};
 use tollgate_core::event::UsageEvent;
 use tollgate_core::message::{EdgeBatch, parse_message};
 use tollgate_core::meter::MeterCatalog;
@@ -127,6 +128,20 @@ fn the_edge_batch_sample_matches_its_schema_and_the_contract() {
     )
     .unwrap();
     assert_eq!(parsed.batches[0].rows.len(), 3);
+}
+
+#[test]
+fn the_edge_snapshot_sample_matches_its_schema_and_the_contract() {
+    let sample = json("samples/edge-snapshot.json");
+    validate("schemas/edge-snapshot.schema.json", &sample).unwrap();
+    let snapshot: EdgeSnapshot = serde_json::from_value(sample.clone()).unwrap();
+    assert_eq!(snapshot.tenants.len(), 3);
+    assert_eq!(snapshot.tenants[1].blocked, Some(BlockReason::Suspended));
+    assert_eq!(serde_json::to_value(&snapshot).unwrap(), sample);
+    let mut other = sample.clone();
+    other["schema"] = Value::from("tollgate.edge-snapshot/2");
+    assert!(validate("schemas/edge-snapshot.schema.json", &other).is_err());
+    assert!(serde_json::from_value::<EdgeSnapshot>(other).is_err());
 }
 
 #[test]
