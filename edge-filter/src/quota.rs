@@ -51,6 +51,7 @@ use chrono::{DateTime, Duration, Utc};
 use rust_decimal::Decimal;
 use rust_decimal::prelude::ToPrimitive;
 use serde::{Deserialize, Serialize};
+use tollgate_core::edge_snapshot::EdgeQuota;
 use tollgate_core::plan::Quota;
 use tollgate_core::window::{Granularity, Window};
 
@@ -92,6 +93,17 @@ impl QuotaLimit {
                     .map(|limit| QuotaLimit { granularity, limit })
             })
             .collect()
+    }
+}
+
+impl From<&EdgeQuota> for QuotaLimit {
+    /// The limit of a quota read from the edge snapshot; its `used` and
+    /// [`EdgeQuota::window`] go to [`QuotaCounter::apply_snapshot`].
+    fn from(quota: &EdgeQuota) -> QuotaLimit {
+        QuotaLimit {
+            granularity: quota.period.granularity(),
+            limit: quota.limit,
+        }
     }
 }
 
@@ -275,6 +287,28 @@ mod tests {
         policy: StalePolicy::FailClosed,
         max_age: Duration::minutes(5),
     };
+
+    #[test]
+    fn a_snapshot_quota_is_a_limit_and_a_reading_of_its_window()
+    -> Result<(), tollgate_core::ids::IdError> {
+        use tollgate_core::edge_snapshot::QuotaPeriod;
+        let now = at("2026-11-23T12:00:00Z");
+        let quota = EdgeQuota {
+            meter: tollgate_core::ids::MeterName::new("requests")?,
+            period: QuotaPeriod::Month,
+            limit: Decimal::from(100),
+            used: Decimal::from(40),
+            window_start: at("2026-11-01T00:00:00Z"),
+        };
+        let limit = QuotaLimit::from(&quota);
+        assert_eq!(limit.granularity, Granularity::Month);
+        assert_eq!(limit.limit, Decimal::from(100));
+        let mut counter = QuotaCounter::new(limit.granularity, now);
+        counter.apply_snapshot(quota.window(), quota.used, now);
+        assert_eq!(counter.window(), quota.window());
+        assert_eq!(counter.estimated_used(), Decimal::from(40));
+        Ok(())
+    }
 
     #[test]
     fn snapshot_plus_local_delta_is_allowed_until_the_limit() {

@@ -18,9 +18,9 @@
 //! - [`EdgeRateLimits`] converts into core's [`RateLimits`] (`From`), which is what the
 //!   filter's `rate` module decides on (one GCRA limit per set period; `None` is
 //!   unlimited).
-//! - An [`EdgeQuota`] is the filter's `quota::QuotaLimit` (`granularity` from
-//!   [`QuotaPeriod::granularity`], `limit`) plus the snapshot reading its
-//!   `QuotaCounter::apply_snapshot` takes: [`EdgeQuota::window`] and `used`, with the
+//! - An [`EdgeQuota`] is the filter's `quota::QuotaLimit` (`From<&EdgeQuota>` in the
+//!   filter: `granularity` from [`QuotaPeriod::granularity`], `limit`) plus the reading
+//!   its `QuotaCounter::apply_snapshot` takes: [`EdgeQuota::window`] and `used`, with the
 //!   snapshot's `generatedAt` as `taken_at`. A meter with no quota is simply absent.
 //! - `blocked` maps onto the filter's 402 block verdict.
 
