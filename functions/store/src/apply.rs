@@ -112,6 +112,15 @@ impl ApplyReport {
         self.chunks_applied == 0 && self.chunks_already_applied > 0
     }
 
+    /// What this report means for its batch as a whole.
+    pub fn outcome(&self) -> BatchOutcome {
+        if self.was_duplicate() {
+            BatchOutcome::AlreadyApplied
+        } else {
+            BatchOutcome::Applied
+        }
+    }
+
     /// Adds another report's figures to this one (for totals over many batches).
     pub fn add(&mut self, other: &ApplyReport) {
         self.chunks_applied += other.chunks_applied;
@@ -217,11 +226,7 @@ impl DynamoDbStore {
                     let applied = self.apply_batch_at(batch, now).await;
                     outcomes[position] = Some(applied.map(|r| {
                         report.totals.add(&r);
-                        if r.was_duplicate() {
-                            BatchOutcome::AlreadyApplied
-                        } else {
-                            BatchOutcome::Applied
-                        }
+                        r.outcome()
                     }));
                 }
             }
@@ -303,13 +308,7 @@ impl DynamoDbStore {
             let applied = self
                 .apply_chunk(member.batch_id, &member.chunk, now, &mut report)
                 .await
-                .map(|()| {
-                    if report.was_duplicate() {
-                        BatchOutcome::AlreadyApplied
-                    } else {
-                        BatchOutcome::Applied
-                    }
-                });
+                .map(|()| report.outcome());
             totals.add(&report);
             outcomes.push((member.position, applied));
         }
