@@ -43,6 +43,10 @@ use crate::usage::{DEFAULT_MAX_BODY_BYTES, EdgeMeters};
 pub const MIN_BODY_BYTES: usize = 4 * 1024;
 /// Largest accepted message body: the SQS limit on AWS (1 MiB).
 pub const MAX_BODY_BYTES: usize = 1024 * 1024;
+/// Default bound of the batches held for SQS: 8 MiB.
+pub const DEFAULT_MAX_PENDING_BYTES: usize = 8 * 1024 * 1024;
+/// Largest accepted bound of the batches held for SQS: 256 MiB.
+pub const MAX_PENDING_BYTES: usize = 256 * 1024 * 1024;
 /// Longest gateway id; the batch id `{gateway}-{seq}` must stay within core's 128.
 pub const MAX_GATEWAY_ID_LEN: usize = 80;
 /// Where Envoy's `jwt_authn` filter puts verified payloads in dynamic metadata.
@@ -155,6 +159,11 @@ pub struct SnapshotJson {
     pub authority: Option<String>,
     #[serde(default = "default_snapshot_interval")]
     pub interval_seconds: u64,
+    /// An admin key of the usage API, sent as `authorization: Bearer …`. Leave it out
+    /// when Envoy adds the header on the cluster instead (keeps it out of the plugin
+    /// configuration).
+    #[serde(default)]
+    pub api_key: Option<SecretKey>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
@@ -163,6 +172,10 @@ pub struct SqsJson {
     /// The Envoy cluster of the SQS endpoint (signed by `aws_request_signing` there).
     pub cluster: String,
     pub queue_url: String,
+    /// Most bytes of batches held for SQS while it does not take them; beyond that,
+    /// new batches are dropped and counted.
+    #[serde(default = "default_max_pending_bytes")]
+    pub max_pending_bytes: u64,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
@@ -203,6 +216,9 @@ fn default_max_body_bytes() -> u64 {
 fn default_max_buffer_rows() -> u64 {
     10_000
 }
+fn default_max_pending_bytes() -> u64 {
+    DEFAULT_MAX_PENDING_BYTES as u64
+}
 fn default_true() -> bool {
     true
 }
@@ -239,6 +255,7 @@ pub enum ProblemKind {
     InvalidId { message: String },
     Duplicate { first_at: String },
     MaxAgeBelowInterval { interval: u64 },
+    BadApiKey,
 }
 
 impl fmt::Display for ProblemKind {
@@ -270,6 +287,12 @@ impl fmt::Display for ProblemKind {
             }
             ProblemKind::InvalidId { message } => write!(f, "{message}"),
             ProblemKind::Duplicate { first_at } => write!(f, "appears twice; first at {first_at}"),
+            ProblemKind::BadApiKey => {
+                write!(
+                    f,
+                    "must be a non-empty key without spaces or control characters"
+                )
+            }
             ProblemKind::MaxAgeBelowInterval { interval } => write!(
                 f,
                 "must be at least snapshot.intervalSeconds ({interval}), or every snapshot is stale"
@@ -436,11 +459,31 @@ pub struct FilterConfig {
     pub emit_headers_on_allowed: bool,
     pub snapshot: HttpTarget,
     pub snapshot_interval: Duration,
+    /// Sent as `authorization: Bearer …` on snapshot calls.
+    pub snapshot_api_key: Option<SecretKey>,
     pub sqs: HttpTarget,
     pub queue_url: String,
+    pub max_pending_bytes: usize,
     pub meters: EdgeMeters,
     /// Longest prefix first.
     pub route_groups: Vec<RouteGroup>,
+}
+
+/// A key that must not reach a log: its `Debug` shows only its length.
+#[derive(Clone, PartialEq, Eq, Deserialize)]
+#[serde(transparent)]
+pub struct SecretKey(String);
+
+impl SecretKey {
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for SecretKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "SecretKey({} chars, redacted)", self.0.len())
+    }
 }
 
 /// The route group of requests that match no configured prefix.
@@ -617,7 +660,28 @@ impl FilterConfigJson {
             None => snapshot_cluster.clone(),
         };
 
+        let snapshot_api_key = match &self.snapshot.api_key {
+            None => None,
+            Some(key)
+                if key.0.is_empty()
+                    || key
+                        .0
+                        .contains(|c: char| c.is_whitespace() || c.is_control()) =>
+            {
+                p.report("snapshot.apiKey", ProblemKind::BadApiKey);
+                None
+            }
+            Some(key) => Some(key.clone()),
+        };
+
         let sqs_cluster = p.non_empty("sqs.cluster", &self.sqs.cluster);
+        let max_pending = p.range(
+            "sqs.maxPendingBytes",
+            self.sqs.max_pending_bytes,
+            self.max_body_bytes
+                .clamp(MIN_BODY_BYTES as u64, MAX_BODY_BYTES as u64),
+            MAX_PENDING_BYTES as u64,
+        );
         let (sqs_authority, sqs_path) = match split_url(&self.sqs.queue_url) {
             Some(parts) => parts,
             None => {
@@ -687,12 +751,14 @@ impl FilterConfigJson {
                 path: self.snapshot.path.clone(),
             },
             snapshot_interval: Duration::from_secs(snapshot_interval),
+            snapshot_api_key,
             sqs: HttpTarget {
                 cluster: sqs_cluster,
                 authority: sqs_authority,
                 path: sqs_path,
             },
             queue_url: self.sqs.queue_url.clone(),
+            max_pending_bytes: usize::try_from(max_pending).unwrap_or(DEFAULT_MAX_PENDING_BYTES),
             meters,
             route_groups,
         })

@@ -20,9 +20,12 @@
 //!   or a 401/402/429/503 reply, in a documented precedence.
 //! - [`config`]: the plugin configuration, parsed then compiled with every problem
 //!   reported at once by field path.
+pub mod admission;
 pub mod config;
 pub mod decision;
 pub mod headers;
 pub mod quota;
 pub mod rate;
+pub mod snapshot;
+pub mod sqs;
 pub mod usage;
