@@ -193,6 +193,8 @@ fn both_roles_get_one_plugin_configuration_that_compiles() {
 
     let config = compiled_config(&bootstrap);
     assert_eq!(config.snapshot.path, "/v1/edge/snapshot");
+    // The usage API answers the snapshot only to an admin key.
+    assert!(config.snapshot_api_key.is_some());
     // The 256 KiB default stays far below Envoy's default 1 MiB buffer limit, which the
     // signing filter's body buffering is subject to.
     assert!(config.max_body_bytes <= 256 * 1024);
