@@ -20,6 +20,9 @@
 //!   or a 401/402/429/503 reply, in a documented precedence.
 //! - [`config`]: the plugin configuration, parsed then compiled with every problem
 //!   reported at once by field path.
+#[cfg(target_arch = "wasm32")]
+mod proxy;
+
 pub mod admission;
 pub mod config;
 pub mod decision;
