@@ -273,6 +273,9 @@ impl Context for Request {}
 impl HttpContext for Request {
     fn on_http_request_headers(&mut self, _num_headers: usize, _end_of_stream: bool) -> Action {
         let now = host::now();
+        // One small shared-data read per request: a new snapshot counts from the first
+        // request after it is published, which the overshoot bound relies on.
+        self.state.borrow_mut().refresh_snapshot();
         let state = self.state.borrow();
         let (tenant, limits, snapshot_taken_at) = match self.identify(&state) {
             Identity::Known {
