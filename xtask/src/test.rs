@@ -2,7 +2,8 @@
 //!
 //! Steps: toolchain (clippy, rustfmt, wasm32-wasip1) → DynamoDB Local (its endpoint goes
 //! to every later command as `TOLLGATE_DYNAMODB_ENDPOINT`) → `cargo fmt --check` →
-//! `cargo clippy -D warnings` → tests (`cargo nextest run` when available, else
+//! `cargo clippy -D warnings` → the proxy-wasm filters for wasm32-wasip1 (release; the
+//! wasm host's tests load them) → tests (`cargo nextest run` when available, else
 //! `cargo test`) → doctests (`cargo test --doc`; nextest does not run them). The first
 //! failure stops the run; DynamoDB Local is stopped either way, and a failed command's exit
 //! code becomes xtask's.
@@ -17,6 +18,9 @@ use crate::util::{self, Steps, TestTally, cargo};
 
 const COMPONENTS: [&str; 2] = ["clippy", "rustfmt"];
 const TARGETS: [&str; 1] = ["wasm32-wasip1"];
+/// The proxy-wasm filters built for wasm32-wasip1 (release) before the tests, which load
+/// them from `target/wasm32-wasip1/release/`.
+const WASM_PACKAGES: [&str; 2] = ["tollgate-test-filter", "tollgate-edge-filter"];
 
 /// What `cargo xtask test` was asked to do.
 #[derive(Debug, Default, PartialEq, Eq)]
@@ -126,6 +130,10 @@ fn run_checks(
         steps.skip("cargo clippy", "--no-lint");
     }
 
+    steps.run("wasm filters (wasm32-wasip1, release)", || {
+        util::run(cargo().args(wasm_build_args()))
+    })?;
+
     let scope = scope_args(&options.runner_args);
     if util::succeeds_quietly(cargo().args(["nextest", "--version"])) {
         steps.run("tests (cargo nextest)", || {
@@ -153,6 +161,15 @@ fn run_checks(
         )
     })?;
     Ok(())
+}
+
+/// `cargo build --release --target wasm32-wasip1 -p <each of WASM_PACKAGES>`.
+fn wasm_build_args() -> Vec<&'static str> {
+    let mut args = vec!["build", "--release", "--target", "wasm32-wasip1"];
+    for package in WASM_PACKAGES {
+        args.extend(["-p", package]);
+    }
+    args
 }
 
 /// `--workspace` unless the runner arguments pick packages themselves.
@@ -292,6 +309,14 @@ mod tests {
         ]);
         assert!(scope_args(&args).is_empty());
         assert_eq!(package_selection(&args), args);
+    }
+
+    #[test]
+    fn the_wasm_filters_build_in_one_release_command() {
+        assert_eq!(
+            wasm_build_args().join(" "),
+            "build --release --target wasm32-wasip1 -p tollgate-test-filter -p tollgate-edge-filter"
+        );
     }
 
     #[test]
