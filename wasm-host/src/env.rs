@@ -479,3 +479,108 @@ impl HostEnv {
 fn id_index(id: u32) -> Option<usize> {
     usize::try_from(id).ok()?.checked_sub(1)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::clock::SystemClock;
+
+    fn env() -> HostEnv {
+        HostEnv::new(Arc::new(SystemClock))
+    }
+
+    #[test]
+    fn shared_data_cas_rules_follow_envoy() {
+        let env = env();
+        assert_eq!(env.get_shared("vm", "k"), None);
+        // A missing key is inserted whatever the CAS, as Envoy does.
+        env.set_shared("vm", "k", b"1".to_vec(), 77).unwrap();
+        let (value, cas) = env.get_shared("vm", "k").unwrap();
+        assert_eq!(value, b"1");
+        assert_ne!(cas, 0);
+        assert_eq!(
+            env.set_shared("vm", "k", b"2".to_vec(), cas + 1),
+            Err(Status::CasMismatch)
+        );
+        env.set_shared("vm", "k", b"2".to_vec(), cas).unwrap();
+        let (_, next) = env.get_shared("vm", "k").unwrap();
+        assert_ne!(next, cas);
+        assert_eq!(
+            env.set_shared("vm", "k", b"3".to_vec(), cas),
+            Err(Status::CasMismatch)
+        );
+        env.set_shared("vm", "k", b"4".to_vec(), 0).unwrap();
+        assert_eq!(env.shared_data("k").unwrap().0, b"4");
+        // Keyed by vm_id.
+        assert_eq!(env.get_shared("other_vm", "k"), None);
+    }
+
+    #[test]
+    fn queues_resolve_by_vm_id_and_name_and_wake_their_latest_owner() {
+        let env = env();
+        env.vm_started(1);
+        env.vm_started(2);
+        assert_eq!(env.resolve_queue("vm", "q"), None);
+        let id = env.register_queue("vm", "q", 1);
+        assert_eq!(env.resolve_queue("vm", "q"), Some(id));
+        assert_eq!(env.resolve_queue("other", "q"), None);
+        assert_eq!(
+            env.register_queue("vm", "q", 2),
+            id,
+            "re-registering keeps the id"
+        );
+        env.enqueue(id, b"a".to_vec()).unwrap();
+        env.enqueue(id, b"b".to_vec()).unwrap();
+        assert!(env.take_ready(1).is_empty());
+        assert_eq!(env.take_ready(2), vec![id, id]);
+        assert_eq!(env.dequeue(id).unwrap(), b"a");
+        assert_eq!(env.dequeue(id).unwrap(), b"b");
+        assert_eq!(env.dequeue(id), Err(Status::Empty));
+        assert_eq!(env.enqueue(id + 1, Vec::new()), Err(Status::NotFound));
+        assert_eq!(env.dequeue(0), Err(Status::NotFound));
+    }
+
+    #[test]
+    fn metrics_keep_envoy_kind_rules() {
+        let env = env();
+        let counter = env.define_metric(MetricKind::Counter, "c").unwrap();
+        assert_eq!(env.define_metric(MetricKind::Counter, "c"), Ok(counter));
+        assert_eq!(
+            env.define_metric(MetricKind::Gauge, "c"),
+            Err(Status::BadArgument)
+        );
+        env.increment_metric(counter, 2).unwrap();
+        assert_eq!(env.increment_metric(counter, -1), Err(Status::BadArgument));
+        env.record_metric(counter, 3).unwrap();
+        assert_eq!(env.get_metric(counter), Ok(5));
+        let gauge = env.define_metric(MetricKind::Gauge, "g").unwrap();
+        env.increment_metric(gauge, -4).unwrap();
+        env.record_metric(gauge, 9).unwrap();
+        assert_eq!(env.metric("g"), Some(9));
+        let histogram = env.define_metric(MetricKind::Histogram, "h").unwrap();
+        env.record_metric(histogram, 10).unwrap();
+        env.record_metric(histogram, 5).unwrap();
+        assert_eq!(env.get_metric(histogram), Err(Status::BadArgument));
+        assert_eq!(
+            env.histogram("h"),
+            Some(HistogramStats {
+                count: 2,
+                sum: 15,
+                last: 5
+            })
+        );
+        assert_eq!(env.metric("h"), Some(15));
+        assert_eq!(env.increment_metric(999, 1), Err(Status::NotFound));
+    }
+
+    #[test]
+    fn logs_below_the_level_are_dropped() {
+        let env = env();
+        env.log(LogLevel::Debug, "vm/root#1", "hidden".to_owned());
+        env.log(LogLevel::Info, "vm/root#1", "shown".to_owned());
+        env.set_log_level(LogLevel::Trace);
+        env.log(LogLevel::Trace, "vm/root#1", "now shown".to_owned());
+        let messages: Vec<String> = env.logs().into_iter().map(|r| r.message).collect();
+        assert_eq!(messages, ["shown", "now shown"]);
+    }
+}

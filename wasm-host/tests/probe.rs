@@ -97,6 +97,13 @@ fn the_filter_needs_only_the_wasi_calls_the_host_implements() {
         assert!(import.starts_with("wasi_snapshot_preview1."), "{import}");
     }
     assert!(module.exports().contains(&"_initialize".to_owned()));
+    // The SDK imports the gRPC calls this host does not implement: they are linked to
+    // stubs answering Unimplemented, so the module still instantiates.
+    assert!(
+        module
+            .imports()
+            .contains(&("env".to_owned(), "proxy_grpc_call".to_owned()))
+    );
 }
 
 #[test]
