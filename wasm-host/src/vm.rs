@@ -478,6 +478,21 @@ impl Vm {
         })
     }
 
+    /// Re-attaches to a stream that is still open on this VM, typically one let go with
+    /// [`Stream::detach`] so that several streams can be in flight on one VM (a driver
+    /// detaches while the request is upstream, and re-attaches for the response). `None`
+    /// if no open stream has that context id (never created, or finished).
+    pub fn stream(&mut self, context_id: u32) -> Option<Stream<'_>> {
+        if !self.store.data().streams.contains_key(&context_id) {
+            return None;
+        }
+        Some(Stream {
+            vm: self,
+            id: context_id,
+            finished: false,
+        })
+    }
+
     /// True after a trap: every later call is [`HostError::Failed`].
     pub fn is_failed(&self) -> bool {
         self.failed
@@ -697,6 +712,15 @@ impl Stream<'_> {
     /// The plugin reset the stream (`proxy_close_stream`).
     pub fn is_closed(&self) -> bool {
         self.state().is_some_and(|state| state.closed)
+    }
+
+    /// Lets go of the stream without ending it and returns its context id: dropping a
+    /// detached stream calls nothing, the stream stays open on the VM (its state, calls
+    /// and replies kept) until [`Vm::stream`] re-attaches it and it is finished. A
+    /// detached stream never re-attached stays open for the VM's lifetime.
+    pub fn detach(mut self) -> u32 {
+        self.finished = true;
+        self.id
     }
 
     /// Ends the stream: `proxy_on_done`, `proxy_on_log`, then `proxy_on_delete`.
