@@ -5,6 +5,10 @@
 //! - ingest: rows applied per second per invocation, and DynamoDB write requests and
 //!   items per 1,000 events, for single CloudEvents in SQS batches of 10 and of 100,
 //!   CloudEvents batch messages (what the usage API sends), and edge batches.
+//! - filter: the edge filter's per-request cost as the real `.wasm` in the proxy-wasm
+//!   host against the no-op filter in the same host, and the native cost of its
+//!   decision (`wasm-host/benches/filter.rs`, built in release: timings of a debug
+//!   build would measure the debug build).
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -25,6 +29,7 @@ use tollgate_ingest::Ingest;
 use tollgate_store::DynamoDbStore;
 
 pub fn run() -> Result<()> {
+    filter()?;
     let dynamodb = DynamoDbLocal::ensure()?.start()?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -33,6 +38,30 @@ pub fn run() -> Result<()> {
     let result = runtime.block_on(ingest(dynamodb.endpoint()));
     let stopped = dynamodb.stop();
     result.and(stopped)
+}
+
+/// The filter benchmark: the wasm modules in release, then the bench binary.
+fn filter() -> Result<()> {
+    let root = crate::util::repo_root()?;
+    eprintln!("[bench] building the filters for wasm32-wasip1 (release)");
+    crate::util::run(crate::util::cargo(&root).args([
+        "build",
+        "--release",
+        "--target",
+        "wasm32-wasip1",
+        "-p",
+        "tollgate-edge-filter",
+        "-p",
+        "tollgate-test-filter",
+    ]))?;
+    eprintln!("[bench] filter per-request cost (cargo bench -p tollgate-wasm-host --bench filter)");
+    crate::util::run(crate::util::cargo(&root).args([
+        "bench",
+        "-p",
+        "tollgate-wasm-host",
+        "--bench",
+        "filter",
+    ]))
 }
 
 /// Counts DynamoDB write calls by operation (shared between the client and the bench).

@@ -35,7 +35,8 @@ commands:
         invoice preview as the API serves them, with curl commands to try; the stack
         stays up until Ctrl-C (at most 10 minutes)
         --no-wait   stop and exit right after printing
-  bench measure ingest (rows/s per invocation, DynamoDB writes per 1,000 events)
+  bench measure the filter (per request in the host vs a no-op filter, native decision)
+        and ingest (rows/s per invocation, DynamoDB writes per 1,000 events)
   dynamodb
         start DynamoDB Local, print its endpoint and keep it up until Ctrl-C
   help  show this text
