@@ -2,13 +2,12 @@
 //!
 //! ## State
 //!
-//! One limit of one tenant — a (tenant, [`RatePeriod`]) key, see [`shared_data_key`] —
-//! keeps a single number: the **theoretical arrival time** (TAT), in nanoseconds since the
-//! Unix epoch, stored as 8 big-endian bytes. Eight bytes fit one proxy-wasm shared-data
-//! entry, so every worker thread of an Envoy instance counts against the same state: the
-//! glue reads the entry and its CAS token, calls [`decide`], and writes
-//! [`RateDecision::new_state`] back with that token, rereading and deciding again on a
-//! CAS mismatch. A denied request writes nothing, so it consumes nothing.
+//! One limit of one tenant keeps a single number: the **theoretical arrival time**
+//! (TAT), in nanoseconds since the Unix epoch (8 big-endian bytes). All of a tenant's
+//! TATs and quota counters live in one shared-data entry (see [`crate::admission`]), so
+//! every worker thread of an Envoy instance counts against the same state and a request
+//! is decided and charged with one compare-and-swap. A denied request writes nothing, so
+//! it consumes nothing.
 //!
 //! ## The algorithm
 //!
@@ -43,9 +42,7 @@
 //! A plan may set a limit per second, minute, hour and day; a request passes only if
 //! every one allows it, and then consumes one unit of each. [`decide_all`] decides all of
 //! them and withholds every state write when any refuses, so a refused request consumes
-//! nothing anywhere. The writes are separate CAS operations: when one fails, the glue
-//! rereads that key and decides again; if the request is now refused, the writes already
-//! made stand, which only ever counts a request that was not served (conservative).
+//! nothing anywhere. All the new states are written together, in the tenant's one entry.
 //!
 //! A TAT further ahead than `now + b·T` cannot have been written at `now` or earlier; it
 //! means the clock stepped back. It is clamped to `now + b·T`, so a clock step costs a
@@ -138,17 +135,6 @@ impl RateDecision {
     pub fn is_allowed(&self) -> bool {
         self.outcome == RateOutcome::Allowed
     }
-}
-
-/// The shared-data key of one tenant's limit of one period.
-pub fn shared_data_key(tenant: &TenantId, period: RatePeriod) -> String {
-    let period = match period {
-        RatePeriod::Second => "s",
-        RatePeriod::Minute => "m",
-        RatePeriod::Hour => "h",
-        RatePeriod::Day => "d",
-    };
-    format!("tollgate/rate/{}/{period}", tenant.as_str())
 }
 
 /// Decides one request at `now_ms` against `limit`, given the stored state (`None` for a
@@ -287,16 +273,6 @@ mod tests {
         assert_eq!(d.outcome, RateOutcome::Limited);
         assert_eq!(d.retry_after_ms, 100);
         assert_eq!(d.reset_after_ms, 1_000);
-    }
-
-    #[test]
-    fn keys_name_the_tenant_and_the_period() -> Result<(), tollgate_core::ids::IdError> {
-        let tenant = TenantId::new("acme")?;
-        assert_eq!(
-            shared_data_key(&tenant, RatePeriod::Hour),
-            "tollgate/rate/acme/h"
-        );
-        Ok(())
     }
 
     #[test]
