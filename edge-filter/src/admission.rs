@@ -452,12 +452,11 @@ mod tests {
                     (0, _) | (_, None) => reads[worker] = Some(entry.clone()),
                     (_, Some((stored, cas))) => {
                         let a = admit(stored.as_deref(), &request(t0(), &limits, &stale, &[]));
-                        if let Some(new) = a.new_state {
-                            if cas == entry.1 {
+                        if let Some(new) = a.new_state
+                            && cas == entry.1 {
                                 entry = (Some(new), entry.1 + 1);
                                 admitted += 1;
                             }
-                        }
                     }
                 }
             }

@@ -798,10 +798,10 @@ mod tests {
     fn with(mut value: Value, pointer: &str, new: Value) -> Value {
         if let Some(slot) = value.pointer_mut(pointer) {
             *slot = new;
-        } else if let Some((parent, key)) = pointer.rsplit_once('/') {
-            if let Some(Value::Object(map)) = value.pointer_mut(parent) {
-                map.insert(key.to_owned(), new);
-            }
+        } else if let Some((parent, key)) = pointer.rsplit_once('/')
+            && let Some(Value::Object(map)) = value.pointer_mut(parent)
+        {
+            map.insert(key.to_owned(), new);
         }
         value
     }

@@ -50,7 +50,6 @@
 
 use std::num::NonZeroU64;
 
-use tollgate_core::ids::TenantId;
 use tollgate_core::plan::{RateLimits, RatePeriod};
 
 const NANOS_PER_MILLI: u64 = 1_000_000;

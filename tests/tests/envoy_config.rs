@@ -116,10 +116,10 @@ fn referenced_clusters(value: &Value, found: &mut BTreeSet<String>) {
     match value {
         Value::Object(map) => {
             for (key, child) in map {
-                if key == "cluster" {
-                    if let Some(name) = child.as_str() {
-                        found.insert(name.to_owned());
-                    }
+                if key == "cluster"
+                    && let Some(name) = child.as_str()
+                {
+                    found.insert(name.to_owned());
                 }
                 referenced_clusters(child, found);
             }

@@ -371,12 +371,12 @@ impl Vm {
         }
         let state = self.store.data_mut();
         let now = state.env.clock().now();
-        if let (Some(period), Some(next)) = (state.tick_period, state.next_tick) {
-            if now >= next {
-                state.next_tick = Some(now + period);
-                let tick = self.exports.tick.clone();
-                self.call_optional("proxy_on_tick", tick, ROOT_CONTEXT, ROOT_CONTEXT)?;
-            }
+        if let (Some(period), Some(next)) = (state.tick_period, state.next_tick)
+            && now >= next
+        {
+            state.next_tick = Some(now + period);
+            let tick = self.exports.tick.clone();
+            self.call_optional("proxy_on_tick", tick, ROOT_CONTEXT, ROOT_CONTEXT)?;
         }
         let state = self.store.data();
         let ready = state.env.take_ready(state.vm_key);

@@ -102,10 +102,10 @@ impl Metrics {
     }
 
     pub fn add(metric: Option<u32>, n: u64) {
-        if let (Some(id), Ok(n)) = (metric, i64::try_from(n)) {
-            if n > 0 {
-                let _ = hostcalls::increment_metric(id, n);
-            }
+        if let (Some(id), Ok(n)) = (metric, i64::try_from(n))
+            && n > 0
+        {
+            let _ = hostcalls::increment_metric(id, n);
         }
     }
 

@@ -220,14 +220,14 @@ impl Request {
             };
         };
         let taken_at = Some(snapshot.generated_at);
-        if let Some(tenant) = presented {
-            if let Some(limits) = snapshot.tenant(&tenant) {
-                return Identity::Known {
-                    limits: limits.clone(),
-                    tenant,
-                    snapshot_taken_at: taken_at,
-                };
-            }
+        if let Some(tenant) = presented
+            && let Some(limits) = snapshot.tenant(&tenant)
+        {
+            return Identity::Known {
+                limits: limits.clone(),
+                tenant,
+                snapshot_taken_at: taken_at,
+            };
         }
         match anonymous {
             Some(tenant) => Identity::Known {
@@ -422,10 +422,10 @@ fn strip_bearer<'a>(header: &str, value: &'a str) -> &'a str {
     let value = value.trim();
     if header == "authorization" {
         let mut parts = value.splitn(2, ' ');
-        if let (Some(scheme), Some(rest)) = (parts.next(), parts.next()) {
-            if scheme.eq_ignore_ascii_case("bearer") {
-                return rest.trim();
-            }
+        if let (Some(scheme), Some(rest)) = (parts.next(), parts.next())
+            && scheme.eq_ignore_ascii_case("bearer")
+        {
+            return rest.trim();
         }
     }
     value

@@ -284,13 +284,13 @@ impl MeterCatalog {
                     parsed
                 }
             };
-            if let Aggregation::GaugeIntegral { sample_seconds, .. } = config.aggregation {
-                if sample_seconds == 0 {
-                    problems.report(
-                        at("aggregation.sampleSeconds"),
-                        ProblemKind::ZeroSampleSeconds,
-                    );
-                }
+            if let Aggregation::GaugeIntegral { sample_seconds, .. } = config.aggregation
+                && sample_seconds == 0
+            {
+                problems.report(
+                    at("aggregation.sampleSeconds"),
+                    ProblemKind::ZeroSampleSeconds,
+                );
             }
             if config.unit.trim().is_empty() {
                 problems.report(at("unit"), ProblemKind::Empty);

@@ -115,10 +115,10 @@ fn resolve<'d>(doc: &'d Value, reference: &str) -> &'d Value {
 fn collect_missing(doc: &Value, node: &Value, missing: &mut Vec<String>) {
     match node {
         Value::Object(map) => {
-            if let Some(reference) = map.get("$ref").and_then(Value::as_str) {
-                if resolve(doc, reference).is_null() {
-                    missing.push(reference.to_owned());
-                }
+            if let Some(reference) = map.get("$ref").and_then(Value::as_str)
+                && resolve(doc, reference).is_null()
+            {
+                missing.push(reference.to_owned());
             }
             map.values().for_each(|v| collect_missing(doc, v, missing));
         }

@@ -41,14 +41,13 @@ async fn main() -> Result<(), Error> {
 }
 
 fn record(event: &Value) {
-    if let Ok(path) = std::env::var("TEST_FUNCTION_RECORD") {
-        if let Ok(mut file) = std::fs::OpenOptions::new()
+    if let Ok(path) = std::env::var("TEST_FUNCTION_RECORD")
+        && let Ok(mut file) = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
             .open(path)
-        {
-            let _ = writeln!(file, "{event}");
-        }
+    {
+        let _ = writeln!(file, "{event}");
     }
 }
 

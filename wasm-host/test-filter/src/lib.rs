@@ -440,10 +440,10 @@ impl HttpContext for ProbeHttp {
         if let Some(status) = &self.call_status {
             set_header(RESPONSE, "x-probe-call-status", status);
         }
-        if let Some(status) = header(RESPONSE, ":status").and_then(|s| s.parse::<u64>().ok()) {
-            if let Err(err) = hostcalls::record_metric(self.metrics.last_status, status) {
-                log(LogLevel::Error, &format!("record metric: {err:?}"));
-            }
+        if let Some(status) = header(RESPONSE, ":status").and_then(|s| s.parse::<u64>().ok())
+            && let Err(err) = hostcalls::record_metric(self.metrics.last_status, status)
+        {
+            log(LogLevel::Error, &format!("record metric: {err:?}"));
         }
         Action::Continue
     }

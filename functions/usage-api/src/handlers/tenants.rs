@@ -163,13 +163,13 @@ fn validate(display_name: &str, stripe_customer_id: Option<&str>) -> Result<(), 
             ),
         ));
     }
-    if let Some(id) = stripe_customer_id {
-        if !id.starts_with("cus_") || id.len() > 255 || !id.bytes().all(|b| b.is_ascii_graphic()) {
-            return Err(ApiError::bad_request(
-                "bad_stripe_customer_id",
-                "`stripeCustomerId` must be a Stripe customer id (cus_…)",
-            ));
-        }
+    if let Some(id) = stripe_customer_id
+        && (!id.starts_with("cus_") || id.len() > 255 || !id.bytes().all(|b| b.is_ascii_graphic()))
+    {
+        return Err(ApiError::bad_request(
+            "bad_stripe_customer_id",
+            "`stripeCustomerId` must be a Stripe customer id (cus_…)",
+        ));
     }
     Ok(())
 }

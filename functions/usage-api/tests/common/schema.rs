@@ -84,15 +84,15 @@ fn check(doc: &Value, schema: &Value, value: &Value, at: &str, problems: &mut Ve
         }
         _ => {}
     }
-    if let Some(options) = schema.get("enum").and_then(Value::as_array) {
-        if !options.contains(value) {
-            problems.push(format!("{at}: {value} is not one of {options:?}"));
-        }
+    if let Some(options) = schema.get("enum").and_then(Value::as_array)
+        && !options.contains(value)
+    {
+        problems.push(format!("{at}: {value} is not one of {options:?}"));
     }
-    if let Some(expected) = schema.get("const") {
-        if expected != value {
-            problems.push(format!("{at}: expected {expected}, found {value}"));
-        }
+    if let Some(expected) = schema.get("const")
+        && expected != value
+    {
+        problems.push(format!("{at}: expected {expected}, found {value}"));
     }
     if let (Some(items), Some(values)) = (schema.get("items"), value.as_array()) {
         for (i, item) in values.iter().enumerate() {
