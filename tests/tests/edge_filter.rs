@@ -196,6 +196,18 @@ struct Outcome {
 /// Runs one request through a worker VM; forwarded requests get a 200 with `body_len`
 /// bytes from the "upstream".
 fn request(vm: &mut Vm, key: Option<&str>, path: &str, body_len: usize) -> Outcome {
+    request_with(vm, key, path, body_len, &[])
+}
+
+/// [`request`] with stream properties set first (what Envoy's other filters leave in
+/// dynamic metadata).
+fn request_with(
+    vm: &mut Vm,
+    key: Option<&str>,
+    path: &str,
+    body_len: usize,
+    properties: &[(&[&str], &str)],
+) -> Outcome {
     let mut headers = vec![
         (":method".to_owned(), "GET".to_owned()),
         (":path".to_owned(), path.to_owned()),
@@ -206,6 +218,9 @@ fn request(vm: &mut Vm, key: Option<&str>, path: &str, body_len: usize) -> Outco
         headers.push(("x-api-key".to_owned(), key.to_owned()));
     }
     let mut stream = vm.new_stream().unwrap();
+    for (path, value) in properties {
+        stream.set_property(path, value.as_bytes().to_vec());
+    }
     let action = stream.on_request_headers(headers, true).unwrap();
     if let Some(reply) = stream.local_reply() {
         let outcome = Outcome {
@@ -334,6 +349,129 @@ fn unknown_keys_get_401_blocked_tenants_402_and_limited_ones_429_with_every_head
             log.message
         );
     }
+}
+
+#[test]
+fn tenants_from_jwt_claims_and_the_anonymous_policy() {
+    let clock = Arc::new(ManualClock::new(start_time()));
+    let config = plugin_config(
+        "http://127.0.0.1:9/0/q",
+        json!({
+            "identity": {"source": "jwtClaim", "payloadInMetadata": "jwt_payload", "claim": "org.id"},
+            "unknownTenant": {"policy": "anonymous", "anonymousTenant": "anon"}
+        }),
+    );
+    let mut instance = Instance::start(clock.clone(), 1, config);
+    let snapshot = snapshot_json(
+        &[
+            TenantSpec {
+                id: "acme",
+                key: "k1",
+                per_second: Some(1),
+                per_minute: None,
+                day_quota: None,
+                blocked: false,
+            },
+            TenantSpec {
+                id: "anon",
+                key: "k2",
+                per_second: None,
+                per_minute: Some(1),
+                day_quota: None,
+                blocked: false,
+            },
+        ],
+        utc(clock.now()),
+    );
+    instance.boot(&snapshot);
+    let claim: &[&str] = &[
+        "metadata",
+        "filter_metadata",
+        "envoy.filters.http.jwt_authn",
+        "jwt_payload",
+        "org",
+        "id",
+    ];
+    let vm = &mut instance.workers[0];
+    let first = request_with(vm, None, "/", 0, &[(claim, "acme")]);
+    assert_eq!(first.status, 200);
+    assert_eq!(header(&first.headers, "x-ratelimit-limit"), Some("1"));
+    assert_eq!(
+        request_with(vm, None, "/", 0, &[(claim, "acme")]).status,
+        429
+    );
+    // No claim, or a tenant the snapshot does not know: limited as `anon` (1 per minute).
+    let anon = request_with(vm, None, "/", 0, &[]);
+    assert_eq!(anon.status, 200);
+    assert_eq!(
+        header(&anon.headers, "ratelimit-policy"),
+        Some("\"default\";q=1;w=60")
+    );
+    assert_eq!(
+        request_with(vm, None, "/", 0, &[(claim, "nobody")]).status,
+        429
+    );
+}
+
+#[test]
+fn fail_closed_refuses_with_503_until_a_snapshot_arrives() {
+    let clock = Arc::new(ManualClock::new(start_time()));
+    let config = plugin_config(
+        "http://127.0.0.1:9/0/q",
+        json!({"identity": {"source": "header", "header": "x-tenant"},
+               "stale": {"policy": "failClosed", "maxAgeSeconds": 5}}),
+    );
+    let mut instance = Instance::start(clock.clone(), 1, config);
+    let ask = |vm: &mut Vm| {
+        let mut stream = vm.new_stream().unwrap();
+        stream
+            .on_request_headers(
+                vec![
+                    (":method".to_owned(), "GET".to_owned()),
+                    (":path".to_owned(), "/".to_owned()),
+                    (":authority".to_owned(), "api".to_owned()),
+                    ("x-tenant".to_owned(), "acme".to_owned()),
+                ],
+                true,
+            )
+            .unwrap();
+        let status = stream.local_reply().map_or(200, |r| r.status);
+        stream.finish().unwrap();
+        status
+    };
+    assert_eq!(ask(&mut instance.workers[0]), 503);
+    let snapshot = snapshot_json(
+        &[TenantSpec {
+            id: "acme",
+            key: "k",
+            per_second: None,
+            per_minute: None,
+            day_quota: Some((100, 0)),
+            blocked: false,
+        }],
+        utc(clock.now()),
+    );
+    instance.boot(&snapshot);
+    assert_eq!(ask(&mut instance.workers[0]), 200);
+    // The usage API goes away: once the snapshot is older than 5 s, quotas cannot be
+    // checked and fail-closed refuses again.
+    for _ in 0..6 {
+        instance.advance(Duration::from_secs(1));
+        for call in instance.singleton.take_http_calls() {
+            instance
+                .singleton
+                .deliver_http_response(call.token, HttpCallResult::Failed)
+                .unwrap();
+        }
+    }
+    assert_eq!(ask(&mut instance.workers[0]), 503);
+    assert!(
+        instance
+            .env
+            .metric("tollgate.snapshot_failures")
+            .unwrap_or(0)
+            >= 5
+    );
 }
 
 #[test]
