@@ -109,6 +109,13 @@ impl Metrics {
         }
     }
 
+    /// Adds to the dropped-rows counter what a buffer dropped since `*reported`, the
+    /// buffer's running total of drops.
+    pub fn report_dropped(&self, total: u64, reported: &mut u64) {
+        Metrics::add(self.rows_dropped, total.saturating_sub(*reported));
+        *reported = total;
+    }
+
     pub fn set(metric: Option<u32>, value: u64) {
         if let Some(id) = metric {
             let _ = hostcalls::record_metric(id, value);

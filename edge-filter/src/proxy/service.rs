@@ -286,12 +286,8 @@ impl ServiceRoot {
     }
 
     fn report_dropped(&mut self) {
-        let total = self.usage.dropped().total();
-        Metrics::add(
-            self.metrics.rows_dropped,
-            total.saturating_sub(self.dropped_reported),
-        );
-        self.dropped_reported = total;
+        self.metrics
+            .report_dropped(self.usage.dropped().total(), &mut self.dropped_reported);
     }
 }
 
