@@ -551,10 +551,10 @@ async fn forward(
     let mut builder = Request::builder()
         .method(method)
         .uri(format!("{}{path}", shared.upstream));
-    if let Some(authority) = header(headers, ":authority") {
-        if !authority.is_empty() {
-            builder = builder.header(hyper::header::HOST, authority);
-        }
+    if let Some(authority) = header(headers, ":authority")
+        && !authority.is_empty()
+    {
+        builder = builder.header(hyper::header::HOST, authority);
     }
     let Ok(mut request) = builder.body(Full::new(body)) else {
         return error(

@@ -164,10 +164,10 @@ impl VmThread {
                 self.finish(stream);
             }
             Job::CallResult { token, result } => {
-                if !self.vm.is_failed() {
-                    if let Err(error) = self.vm.deliver_http_response(token, result) {
-                        self.report(&error);
-                    }
+                if !self.vm.is_failed()
+                    && let Err(error) = self.vm.deliver_http_response(token, result)
+                {
+                    self.report(&error);
                 }
                 self.resume_paused();
             }
@@ -290,10 +290,10 @@ impl VmThread {
                 stream.detach();
                 None
             };
-            if let (Some(outcome), Some(reply)) = (outcome, self.paused.remove(&id)) {
-                if let Err(RequestOutcome::Forward { stream, .. }) = reply.send(outcome) {
-                    self.finish(stream);
-                }
+            if let (Some(outcome), Some(reply)) = (outcome, self.paused.remove(&id))
+                && let Err(RequestOutcome::Forward { stream, .. }) = reply.send(outcome)
+            {
+                self.finish(stream);
             }
         }
     }
