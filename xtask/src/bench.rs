@@ -44,16 +44,7 @@ pub fn run() -> Result<()> {
 fn filter() -> Result<()> {
     let root = crate::util::repo_root()?;
     eprintln!("[bench] building the filters for wasm32-wasip1 (release)");
-    crate::util::run(crate::util::cargo(&root).args([
-        "build",
-        "--release",
-        "--target",
-        "wasm32-wasip1",
-        "-p",
-        "tollgate-edge-filter",
-        "-p",
-        "tollgate-test-filter",
-    ]))?;
+    crate::util::run(crate::util::cargo(&root).args(crate::util::wasm_build_args()))?;
     eprintln!("[bench] filter per-request cost (cargo bench -p tollgate-wasm-host --bench filter)");
     crate::util::run(crate::util::cargo(&root).args([
         "bench",

@@ -944,16 +944,10 @@ fn edge_filter_wasm(root: &Path) -> Result<PathBuf> {
         return Ok(path);
     }
     println!(
-        "    building the edge filter: cargo build --release --target wasm32-wasip1 -p tollgate-edge-filter"
+        "    building the filters: cargo {}",
+        util::wasm_build_args().join(" ")
     );
-    util::run(util::cargo(root).args([
-        "build",
-        "--release",
-        "--target",
-        "wasm32-wasip1",
-        "-p",
-        "tollgate-edge-filter",
-    ]))?;
+    util::run(util::cargo(root).args(util::wasm_build_args()))?;
     tollgate_wasm_host::testing::built_wasm("tollgate_edge_filter")
         .context("the edge filter was built but its .wasm is not where expected")
 }

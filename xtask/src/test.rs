@@ -18,9 +18,6 @@ use crate::util::{self, Steps, TestTally, cargo};
 
 const COMPONENTS: [&str; 2] = ["clippy", "rustfmt"];
 const TARGETS: [&str; 1] = ["wasm32-wasip1"];
-/// The proxy-wasm filters built for wasm32-wasip1 (release) before the tests, which load
-/// them from `target/wasm32-wasip1/release/`.
-const WASM_PACKAGES: [&str; 2] = ["tollgate-test-filter", "tollgate-edge-filter"];
 
 /// What `cargo xtask test` was asked to do.
 #[derive(Debug, Default, PartialEq, Eq)]
@@ -131,7 +128,7 @@ fn run_checks(
     }
 
     steps.run("wasm filters (wasm32-wasip1, release)", || {
-        util::run(cargo().args(wasm_build_args()))
+        util::run(cargo().args(util::wasm_build_args()))
     })?;
 
     let scope = scope_args(&options.runner_args);
@@ -161,15 +158,6 @@ fn run_checks(
         )
     })?;
     Ok(())
-}
-
-/// `cargo build --release --target wasm32-wasip1 -p <each of WASM_PACKAGES>`.
-fn wasm_build_args() -> Vec<&'static str> {
-    let mut args = vec!["build", "--release", "--target", "wasm32-wasip1"];
-    for package in WASM_PACKAGES {
-        args.extend(["-p", package]);
-    }
-    args
 }
 
 /// `--workspace` unless the runner arguments pick packages themselves.
@@ -314,7 +302,7 @@ mod tests {
     #[test]
     fn the_wasm_filters_build_in_one_release_command() {
         assert_eq!(
-            wasm_build_args().join(" "),
+            util::wasm_build_args().join(" "),
             "build --release --target wasm32-wasip1 -p tollgate-test-filter -p tollgate-edge-filter"
         );
     }

@@ -25,6 +25,19 @@ pub fn repo_root() -> Result<PathBuf> {
     Ok(root.to_owned())
 }
 
+/// The proxy-wasm filters, built for wasm32-wasip1 (release) before tests, benches and
+/// the demo, which load them from `target/wasm32-wasip1/release/`.
+pub const WASM_PACKAGES: [&str; 2] = ["tollgate-test-filter", "tollgate-edge-filter"];
+
+/// `cargo build --release --target wasm32-wasip1 -p <each of WASM_PACKAGES>`.
+pub fn wasm_build_args() -> Vec<&'static str> {
+    let mut args = vec!["build", "--release", "--target", "wasm32-wasip1"];
+    for package in WASM_PACKAGES {
+        args.extend(["-p", package]);
+    }
+    args
+}
+
 /// `cargo`, the same one that runs xtask (`$CARGO`), in `root`.
 pub fn cargo(root: &Path) -> Command {
     let mut command = Command::new(env::var_os("CARGO").unwrap_or_else(|| "cargo".into()));
