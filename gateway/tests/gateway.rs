@@ -3,7 +3,9 @@
 //! `cargo build --release --target wasm32-wasip1 -p tollgate-edge-filter`) in front of a
 //! tiny upstream, the snapshot served by a fake usage API on loopback.
 
-use std::convert::Infallible;
+mod common;
+
+use common::{header, serve};
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -11,11 +13,11 @@ use std::time::{Duration, Instant};
 
 use chrono::Utc;
 use http_body_util::{BodyExt, Full};
-use hyper::body::{Bytes, Incoming};
+use hyper::body::Bytes;
 use hyper::{Request, Response};
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::rt::TokioExecutor;
 use serde_json::json;
 use tollgate_core::tenant::ApiKeyHash;
 use tollgate_gateway::{Cluster, Gateway, GatewayConfig, RunningGateway};
@@ -25,34 +27,6 @@ const OPEN_KEY: &str = "tg_test_open_key";
 const LIMITED_KEY: &str = "tg_test_limited_key";
 const LIMIT_PER_MINUTE: u64 = 5;
 const UPSTREAM_BODY: &str = r#"{"items":[1,2,3],"note":"from the upstream"}"#;
-
-/// Serves `answer` on a free loopback port until the runtime ends.
-async fn serve<F>(answer: F) -> SocketAddr
-where
-    F: Fn(Request<Incoming>) -> Response<Full<Bytes>> + Send + Sync + 'static,
-{
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let answer = Arc::new(answer);
-    tokio::spawn(async move {
-        loop {
-            let Ok((socket, _)) = listener.accept().await else {
-                continue;
-            };
-            let answer = Arc::clone(&answer);
-            tokio::spawn(async move {
-                let service = hyper::service::service_fn(move |request| {
-                    let answer = Arc::clone(&answer);
-                    async move { Ok::<_, Infallible>(answer(request)) }
-                });
-                let _ = hyper::server::conn::http1::Builder::new()
-                    .serve_connection(TokioIo::new(socket), service)
-                    .await;
-            });
-        }
-    });
-    addr
-}
 
 fn snapshot_json() -> Vec<u8> {
     let at = Utc::now();
@@ -195,10 +169,6 @@ impl Harness {
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
     }
-}
-
-fn header<'a>(headers: &'a hyper::HeaderMap, name: &str) -> Option<&'a str> {
-    headers.get(name).and_then(|v| v.to_str().ok())
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

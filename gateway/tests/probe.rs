@@ -4,46 +4,19 @@
 //! request paused on the plugin's own HTTP call to a cluster, and request and response
 //! headers as the plugin rewrote them.
 
-use std::convert::Infallible;
+mod common;
+
+use common::{header, serve};
 use std::net::SocketAddr;
-use std::sync::Arc;
 
 use http_body_util::{BodyExt, Full};
-use hyper::body::{Bytes, Incoming};
+use hyper::body::Bytes;
 use hyper::{Request, Response};
 use hyper_util::client::legacy::Client;
-use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::rt::TokioExecutor;
 use tollgate_gateway::{Cluster, Gateway, GatewayConfig, RunningGateway};
 use tollgate_wasm_host::testing;
 
-async fn serve<F>(answer: F) -> SocketAddr
-where
-    F: Fn(Request<Incoming>) -> Response<Full<Bytes>> + Send + Sync + 'static,
-{
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let answer = Arc::new(answer);
-    tokio::spawn(async move {
-        loop {
-            let Ok((socket, _)) = listener.accept().await else {
-                continue;
-            };
-            let answer = Arc::clone(&answer);
-            tokio::spawn(async move {
-                let service = hyper::service::service_fn(move |request| {
-                    let answer = Arc::clone(&answer);
-                    async move { Ok::<_, Infallible>(answer(request)) }
-                });
-                let _ = hyper::server::conn::http1::Builder::new()
-                    .serve_connection(TokioIo::new(socket), service)
-                    .await;
-            });
-        }
-    });
-    addr
-}
-
-/// An upstream echoing the probe's request headers back as `x-echo-*`, and the body.
 async fn echo_upstream() -> SocketAddr {
     serve(|request| {
         let mut response = Response::builder().header("server", "upstream");
@@ -103,10 +76,6 @@ async fn get(
         parts.headers,
         String::from_utf8_lossy(&body).into_owned(),
     )
-}
-
-fn header<'a>(headers: &'a hyper::HeaderMap, name: &str) -> Option<&'a str> {
-    headers.get(name).and_then(|v| v.to_str().ok())
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
