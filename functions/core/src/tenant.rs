@@ -4,7 +4,7 @@
 //! leak credentials. A key is looked up by its digest, which is why the digest (not a
 //! random id) is the storage key.
 
-use std::fmt;
+use std::fmt::{self, Write as _};
 
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
@@ -53,7 +53,8 @@ impl ApiKeyHash {
         let digest = Sha256::digest(secret.as_bytes());
         let mut hex = String::with_capacity(64);
         for byte in digest.iter() {
-            hex.push_str(&format!("{byte:02x}"));
+            // Writing into a String cannot fail.
+            let _ = write!(hex, "{byte:02x}");
         }
         ApiKeyHash(hex)
     }
