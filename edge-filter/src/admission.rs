@@ -333,7 +333,7 @@ mod tests {
                     state = a.new_state;
                 }
                 Verdict::Refuse(reply) => {
-                    assert_eq!(reply.status_code, 429);
+                    assert_eq!(reply.status_code(), 429);
                     assert!(a.new_state.is_none());
                 }
             }

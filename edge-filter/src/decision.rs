@@ -128,7 +128,7 @@ mod tests {
     fn refused_code(verdict: &Verdict) -> Option<(u32, String)> {
         match verdict {
             Verdict::Refuse(reply) => Some((
-                reply.status_code,
+                reply.status_code(),
                 serde_json::from_str::<serde_json::Value>(&reply.body)
                     .ok()?
                     .get("code")?

@@ -163,9 +163,15 @@ impl Refusal {
 /// A reply the filter sends instead of forwarding the request.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct LocalReply {
-    pub status_code: u32,
+    pub refusal: Refusal,
     pub headers: Vec<(&'static str, String)>,
     pub body: String,
+}
+
+impl LocalReply {
+    pub fn status_code(&self) -> u32 {
+        self.refusal.status_code()
+    }
 }
 
 /// The reply to a refused request. `limit` is the most restrictive status (rate limits
@@ -182,7 +188,7 @@ pub fn refusal_reply(refusal: Refusal, limit: Option<&LimitStatus>) -> LocalRepl
         object.insert("retryAfterSeconds".to_owned(), json!(seconds));
     }
     LocalReply {
-        status_code: refusal.status_code(),
+        refusal,
         headers,
         body: body.to_string(),
     }
@@ -313,7 +319,7 @@ mod tests {
         ];
         for (refusal, limit, code, body) in cases {
             let reply = refusal_reply(refusal, limit.as_ref());
-            assert_eq!(reply.status_code, code);
+            assert_eq!(reply.status_code(), code);
             assert_eq!(reply.body, body);
             assert_eq!(
                 reply.headers[0],

@@ -31,14 +31,13 @@ pub struct TenantLimits {
 }
 
 impl TenantLimits {
-    /// No limits at all: what a tenant gets while no snapshot is at hand under fail-open.
-    pub fn unlimited() -> TenantLimits {
-        TenantLimits {
-            rates: Vec::new(),
-            quotas: Vec::new(),
-            blocked: false,
-        }
-    }
+    /// No limits at all: a tenant the snapshot does not list (the anonymous tenant) or,
+    /// under fail-open, any tenant while no snapshot is at hand.
+    pub const UNLIMITED: TenantLimits = TenantLimits {
+        rates: Vec::new(),
+        quotas: Vec::new(),
+        blocked: false,
+    };
 }
 
 /// One quota of a tenant with the global usage of its window when the snapshot was taken.
@@ -73,6 +72,18 @@ impl SnapshotView {
 
     pub fn tenant(&self, tenant: &TenantId) -> Option<&TenantLimits> {
         self.tenants.get(tenant)
+    }
+
+    /// The limits a request of `tenant` is held to with `snapshot` at hand: its own, or
+    /// none when the tenant is not listed or there is no snapshot.
+    pub fn limits_of<'a>(
+        snapshot: Option<&'a SnapshotView>,
+        tenant: &TenantId,
+    ) -> &'a TenantLimits {
+        static UNLIMITED: TenantLimits = TenantLimits::UNLIMITED;
+        snapshot
+            .and_then(|s| s.tenant(tenant))
+            .unwrap_or(&UNLIMITED)
     }
 
     pub fn tenant_count(&self) -> usize {

@@ -18,7 +18,7 @@ use crate::config::{FilterConfig, TenantSource, UnknownTenant};
 use crate::decision::Verdict;
 use crate::headers::{LocalReply, Refusal, refusal_reply};
 use crate::quota::StalePolicy;
-use crate::snapshot::{SnapshotView, TenantLimits};
+use crate::snapshot::SnapshotView;
 use crate::usage::{RequestUsage, UsageBuffer};
 
 /// How often a worker hands its rows to the singleton and looks for a new snapshot.
@@ -46,7 +46,7 @@ struct WorkerState {
 impl WorkerRoot {
     pub fn start(config: FilterConfig) -> WorkerRoot {
         let _ = hostcalls::set_tick_period(TICK);
-        let state = WorkerState {
+        let mut state = WorkerState {
             usage: UsageBuffer::new(config.max_buffer_rows),
             config: Rc::new(config),
             metrics: Metrics::define(),
@@ -56,7 +56,6 @@ impl WorkerRoot {
             vm_id: host::property_string(&["plugin_vm_id"]).unwrap_or_default(),
             queue: None,
         };
-        let mut state = state;
         state.refresh_snapshot();
         WorkerRoot {
             state: Rc::new(RefCell::new(state)),
@@ -150,8 +149,8 @@ impl WorkerState {
 /// What a forwarded request needs until its end.
 struct Admitted {
     tenant: TenantId,
-    limits: TenantLimits,
-    snapshot_taken_at: Option<DateTime<Utc>>,
+    /// The snapshot the request was admitted under (its limits, its time).
+    snapshot: Option<Rc<SnapshotView>>,
     route_group: String,
     started: DateTime<Utc>,
     response_headers: Vec<(&'static str, String)>,
@@ -165,13 +164,9 @@ pub struct Request {
     response_bytes: u64,
 }
 
-/// The tenant of a request, and the limits it is held to.
+/// The tenant of a request; its limits are [`SnapshotView::limits_of`] that tenant.
 enum Identity {
-    Known {
-        tenant: TenantId,
-        limits: TenantLimits,
-        snapshot_taken_at: Option<DateTime<Utc>>,
-    },
+    Known(TenantId),
     Refused(Refusal),
 }
 
@@ -207,44 +202,24 @@ impl Request {
             // No snapshot yet: the stale policy decides for everyone.
             return match (config.staleness.policy, presented.or(anonymous.cloned())) {
                 (StalePolicy::FailClosed, _) => Identity::Refused(Refusal::QuotaUnavailable),
-                (StalePolicy::FailOpen, Some(tenant)) => Identity::Known {
-                    tenant,
-                    limits: TenantLimits::unlimited(),
-                    snapshot_taken_at: None,
-                },
+                (StalePolicy::FailOpen, Some(tenant)) => Identity::Known(tenant),
                 (StalePolicy::FailOpen, None) => Identity::Refused(Refusal::UnknownTenant),
             };
         };
-        let taken_at = Some(snapshot.generated_at);
-        if let Some(tenant) = presented
-            && let Some(limits) = snapshot.tenant(&tenant)
-        {
-            return Identity::Known {
-                limits: limits.clone(),
-                tenant,
-                snapshot_taken_at: taken_at,
-            };
-        }
-        match anonymous {
-            Some(tenant) => Identity::Known {
-                limits: snapshot
-                    .tenant(tenant)
-                    .cloned()
-                    .unwrap_or_else(TenantLimits::unlimited),
-                tenant: tenant.clone(),
-                snapshot_taken_at: taken_at,
-            },
-            None => Identity::Refused(Refusal::UnknownTenant),
+        match (presented, anonymous) {
+            (Some(tenant), _) if snapshot.tenant(&tenant).is_some() => Identity::Known(tenant),
+            (_, Some(anonymous)) => Identity::Known(anonymous.clone()),
+            (_, None) => Identity::Refused(Refusal::UnknownTenant),
         }
     }
 
     fn refuse(&self, state: &WorkerState, reply: &LocalReply) -> Action {
-        let metric = match reply.status_code {
-            401 => state.metrics.requests_unauthorized,
-            402 => state.metrics.requests_blocked,
-            503 => state.metrics.requests_unavailable,
-            _ if reply.body.contains("quota_exceeded") => state.metrics.requests_quota_exceeded,
-            _ => state.metrics.requests_rate_limited,
+        let metric = match reply.refusal {
+            Refusal::UnknownTenant => state.metrics.requests_unauthorized,
+            Refusal::BudgetExceeded => state.metrics.requests_blocked,
+            Refusal::QuotaUnavailable => state.metrics.requests_unavailable,
+            Refusal::QuotaExceeded => state.metrics.requests_quota_exceeded,
+            Refusal::RateLimited => state.metrics.requests_rate_limited,
         };
         Metrics::add(metric, 1);
         let headers: Vec<(&str, &str)> = reply
@@ -253,7 +228,7 @@ impl Request {
             .map(|(name, value)| (*name, value.as_str()))
             .collect();
         if let Err(status) =
-            hostcalls::send_http_response(reply.status_code, headers, Some(reply.body.as_bytes()))
+            hostcalls::send_http_response(reply.status_code(), headers, Some(reply.body.as_bytes()))
         {
             host::log(
                 LogLevel::Error,
@@ -273,16 +248,14 @@ impl HttpContext for Request {
         // request after it is published, which the overshoot bound relies on.
         self.state.borrow_mut().refresh_snapshot();
         let state = self.state.borrow();
-        let (tenant, limits, snapshot_taken_at) = match self.identify(&state) {
-            Identity::Known {
-                tenant,
-                limits,
-                snapshot_taken_at,
-            } => (tenant, limits, snapshot_taken_at),
+        let tenant = match self.identify(&state) {
+            Identity::Known(tenant) => tenant,
             Identity::Refused(refusal) => {
                 return self.refuse(&state, &refusal_reply(refusal, None));
             }
         };
+        let snapshot = state.snapshot.clone();
+        let limits = SnapshotView::limits_of(snapshot.as_deref(), &tenant);
         let config = Rc::clone(&state.config);
         let units: Vec<_> = config
             .meters
@@ -292,8 +265,8 @@ impl HttpContext for Request {
             .collect();
         let request = AdmissionRequest {
             now,
-            limits: &limits,
-            snapshot_taken_at,
+            limits,
+            snapshot_taken_at: snapshot.as_ref().map(|s| s.generated_at),
             staleness: &config.staleness,
             units_at_admission: &units,
             emit_headers_on_allowed: config.emit_headers_on_allowed,
@@ -332,8 +305,7 @@ impl HttpContext for Request {
                 self.admitted = Some(Admitted {
                     route_group: config.route_group(&path).to_owned(),
                     tenant,
-                    limits,
-                    snapshot_taken_at,
+                    snapshot,
                     started: now,
                     response_headers,
                 });
@@ -381,24 +353,32 @@ impl HttpContext for Request {
                 at: admitted.started,
             },
         );
-        if let Some(meter) = &config.meters.response_bytes {
-            let key = admission::shared_data_key(&admitted.tenant);
-            for _ in 0..MAX_CAS_ROUNDS {
-                let (stored, cas) = host::shared_data(&key);
-                let Some(new_state) = admission::record_after_response(
-                    stored.as_deref(),
-                    &admitted.limits,
-                    admitted.snapshot_taken_at,
-                    meter,
-                    Decimal::from(self.response_bytes),
-                    now,
-                ) else {
-                    break;
-                };
-                match host::set_shared_data(&key, &new_state, cas) {
-                    Err(Status::CasMismatch) => continue,
-                    _ => break,
-                }
+        let Some(meter) = &config.meters.response_bytes else {
+            return;
+        };
+        let snapshot = admitted.snapshot.as_deref();
+        let limits = SnapshotView::limits_of(snapshot, &admitted.tenant);
+        // Most tenants have no quota on response bytes: then there is nothing to charge
+        // and no reason to read the shared entry.
+        if !limits.quotas.iter().any(|q| &q.meter == meter) {
+            return;
+        }
+        let key = admission::shared_data_key(&admitted.tenant);
+        for _ in 0..MAX_CAS_ROUNDS {
+            let (stored, cas) = host::shared_data(&key);
+            let Some(new_state) = admission::record_after_response(
+                stored.as_deref(),
+                limits,
+                snapshot.map(|s| s.generated_at),
+                meter,
+                Decimal::from(self.response_bytes),
+                now,
+            ) else {
+                break;
+            };
+            match host::set_shared_data(&key, &new_state, cas) {
+                Err(Status::CasMismatch) => continue,
+                _ => break,
             }
         }
     }
