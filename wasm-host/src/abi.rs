@@ -218,10 +218,10 @@ fn map_ref(state: &HostState, map_type: i32) -> Result<Option<&HeaderMap>, Statu
     Ok(match map_type {
         REQUEST_HEADERS => state
             .current_stream_ref()
-            .and_then(|s| s.request_headers.as_ref()),
+            .and_then(|s| s.request.headers.as_ref()),
         RESPONSE_HEADERS => state
             .current_stream_ref()
-            .and_then(|s| s.response_headers.as_ref()),
+            .and_then(|s| s.response.headers.as_ref()),
         CALL_RESPONSE_HEADERS => state.call_response.as_ref().map(|r| &r.headers),
         CALL_RESPONSE_TRAILERS => state.call_response.as_ref().map(|r| &r.trailers),
         REQUEST_TRAILERS | RESPONSE_TRAILERS | GRPC_INITIAL_METADATA | GRPC_TRAILING_METADATA => {
@@ -235,8 +235,8 @@ fn map_ref(state: &HostState, map_type: i32) -> Result<Option<&HeaderMap>, Statu
 fn map_mut(state: &mut HostState, map_type: i32) -> Result<&mut HeaderMap, Status> {
     let stream = state.current_stream().ok_or(Status::BadArgument)?;
     match map_type {
-        REQUEST_HEADERS => stream.request_headers.as_mut(),
-        RESPONSE_HEADERS => stream.response_headers.as_mut(),
+        REQUEST_HEADERS => stream.request.headers.as_mut(),
+        RESPONSE_HEADERS => stream.response.headers.as_mut(),
         _ => None,
     }
     .ok_or(Status::BadArgument)
@@ -350,13 +350,15 @@ fn proxy_get_buffer_bytes(
             &state
                 .current_stream_ref()
                 .ok_or(Status::NotFound)?
-                .request_body
+                .request
+                .body
         }
         RESPONSE_BODY => {
             &state
                 .current_stream_ref()
                 .ok_or(Status::NotFound)?
-                .response_body
+                .response
+                .body
         }
         CALL_RESPONSE_BODY => &state.call_response.as_ref().ok_or(Status::NotFound)?.body,
         // Envoy hands the configurations out during their callbacks only.
@@ -394,8 +396,8 @@ fn proxy_set_buffer_bytes(
     let data = read_bytes(caller, ptr, len)?;
     let stream = caller.data_mut().current_stream().ok_or(Status::NotFound)?;
     let buffer = match buffer_type {
-        REQUEST_BODY => &mut stream.request_body,
-        RESPONSE_BODY => &mut stream.response_body,
+        REQUEST_BODY => &mut stream.request.body,
+        RESPONSE_BODY => &mut stream.response.body,
         _ => return Err(Status::BadArgument.into()),
     };
     let start = (start as u32 as usize).min(buffer.len());
@@ -540,8 +542,8 @@ fn proxy_enqueue_shared_queue(caller: Ctx, id: i32, ptr: i32, len: i32) -> AbiRe
 fn proxy_continue_stream(caller: Ctx, stream_type: i32) -> AbiResult {
     let stream = caller.data_mut().current_stream().ok_or(Status::NotFound)?;
     match stream_type {
-        0 => stream.request_resumed = true,
-        1 => stream.response_resumed = true,
+        0 => stream.request.resumed = true,
+        1 => stream.response.resumed = true,
         _ => return Err(Status::BadArgument.into()),
     }
     Ok(())

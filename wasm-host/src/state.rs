@@ -27,21 +27,26 @@ pub(crate) struct CallResponse {
     pub trailers: HeaderMap,
 }
 
+/// One direction of an HTTP stream: the request or the response.
+#[derive(Debug, Default)]
+pub(crate) struct Direction {
+    pub headers: Option<HeaderMap>,
+    pub body: Vec<u8>,
+    /// The last body callback returned Pause: the next chunk is appended (Envoy's
+    /// StopIterationAndBuffer).
+    pub buffering: bool,
+    /// The plugin continued this direction (`proxy_continue_stream`) since its last
+    /// callback.
+    pub resumed: bool,
+}
+
 /// One HTTP stream's data (a stream context).
 #[derive(Debug, Default)]
 pub(crate) struct StreamState {
-    pub request_headers: Option<HeaderMap>,
-    pub response_headers: Option<HeaderMap>,
-    pub request_body: Vec<u8>,
-    pub response_body: Vec<u8>,
-    /// The last body callback returned Pause: the next chunk is appended (Envoy's
-    /// StopIterationAndBuffer).
-    pub buffering_request: bool,
-    pub buffering_response: bool,
+    pub request: Direction,
+    pub response: Direction,
     pub properties: Properties,
     pub local_reply: Option<LocalReply>,
-    pub request_resumed: bool,
-    pub response_resumed: bool,
     pub closed: bool,
 }
 

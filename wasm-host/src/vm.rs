@@ -9,7 +9,7 @@ use crate::abi;
 use crate::env::{HostEnv, LogLevel};
 use crate::error::HostError;
 use crate::module::WasmModule;
-use crate::state::{CallResponse, HostState, Phase, StreamState};
+use crate::state::{CallResponse, Direction, HostState, Phase, StreamState};
 
 /// The most linear memory one VM may grow to: 256 MiB. Growing past it fails the
 /// `memory.grow` (the guest's allocator then aborts, which is a trap), so a runaway plugin
@@ -535,6 +535,13 @@ impl std::fmt::Debug for Stream<'_> {
 
 static NO_HEADERS: Vec<(String, String)> = Vec::new();
 
+/// Which direction of a stream a callback is about.
+#[derive(Debug, Clone, Copy)]
+enum Side {
+    Request,
+    Response,
+}
+
 impl Stream<'_> {
     fn state(&self) -> Option<&StreamState> {
         self.vm.store.data().streams.get(&self.id)
@@ -595,13 +602,7 @@ impl Stream<'_> {
         headers: Vec<(String, String)>,
         end_of_stream: bool,
     ) -> Result<FilterAction, HostError> {
-        let count = headers.len();
-        if let Some(state) = self.state_mut() {
-            state.request_headers = Some(lowered(headers));
-            state.request_resumed = false;
-        }
-        let func = self.vm.exports.request_headers.clone();
-        self.filter_call("proxy_on_request_headers", func, count, end_of_stream)
+        self.headers_callback(Side::Request, headers, end_of_stream)
     }
 
     /// `proxy_on_request_body` with a chunk. After a `Pause` the next chunk is appended
@@ -612,33 +613,17 @@ impl Stream<'_> {
         chunk: &[u8],
         end_of_stream: bool,
     ) -> Result<FilterAction, HostError> {
-        let mut size = 0;
-        if let Some(state) = self.state_mut() {
-            if !state.buffering_request {
-                state.request_body.clear();
-            }
-            state.request_body.extend_from_slice(chunk);
-            state.request_resumed = false;
-            size = state.request_body.len();
-        }
-        let func = self.vm.exports.request_body.clone();
-        let action = self.filter_call("proxy_on_request_body", func, size, end_of_stream)?;
-        if let Some(state) = self.state_mut() {
-            state.buffering_request = action == FilterAction::Pause;
-        }
-        Ok(action)
+        self.body_callback(Side::Request, chunk, end_of_stream)
     }
 
     /// The request headers as the plugin left them.
     pub fn request_headers(&self) -> &[(String, String)] {
-        self.state()
-            .and_then(|state| state.request_headers.as_ref())
-            .unwrap_or(&NO_HEADERS)
+        self.headers(Side::Request)
     }
 
     /// The request body (buffered so far) as the plugin left it.
     pub fn request_body(&self) -> &[u8] {
-        self.state().map_or(&[], |state| &state.request_body)
+        self.body(Side::Request)
     }
 
     /// The reply the plugin sent instead of forwarding, if any: the driver must send it
@@ -654,13 +639,7 @@ impl Stream<'_> {
         headers: Vec<(String, String)>,
         end_of_stream: bool,
     ) -> Result<FilterAction, HostError> {
-        let count = headers.len();
-        if let Some(state) = self.state_mut() {
-            state.response_headers = Some(lowered(headers));
-            state.response_resumed = false;
-        }
-        let func = self.vm.exports.response_headers.clone();
-        self.filter_call("proxy_on_response_headers", func, count, end_of_stream)
+        self.headers_callback(Side::Response, headers, end_of_stream)
     }
 
     /// `proxy_on_response_body`, buffered like [`Stream::on_request_body`].
@@ -669,44 +648,104 @@ impl Stream<'_> {
         chunk: &[u8],
         end_of_stream: bool,
     ) -> Result<FilterAction, HostError> {
-        let mut size = 0;
-        if let Some(state) = self.state_mut() {
-            if !state.buffering_response {
-                state.response_body.clear();
-            }
-            state.response_body.extend_from_slice(chunk);
-            state.response_resumed = false;
-            size = state.response_body.len();
-        }
-        let func = self.vm.exports.response_body.clone();
-        let action = self.filter_call("proxy_on_response_body", func, size, end_of_stream)?;
-        if let Some(state) = self.state_mut() {
-            state.buffering_response = action == FilterAction::Pause;
-        }
-        Ok(action)
+        self.body_callback(Side::Response, chunk, end_of_stream)
     }
 
     /// The response headers as the plugin left them.
     pub fn response_headers(&self) -> &[(String, String)] {
-        self.state()
-            .and_then(|state| state.response_headers.as_ref())
-            .unwrap_or(&NO_HEADERS)
+        self.headers(Side::Response)
     }
 
     /// The response body (buffered so far) as the plugin left it.
     pub fn response_body(&self) -> &[u8] {
-        self.state().map_or(&[], |state| &state.response_body)
+        self.body(Side::Response)
     }
 
     /// The plugin resumed the request (`proxy_continue_stream`) since the last request
     /// callback, e.g. after its HTTP call returned.
     pub fn is_request_resumed(&self) -> bool {
-        self.state().is_some_and(|state| state.request_resumed)
+        self.state().is_some_and(|state| state.request.resumed)
     }
 
     /// The plugin resumed the response since the last response callback.
     pub fn is_response_resumed(&self) -> bool {
-        self.state().is_some_and(|state| state.response_resumed)
+        self.state().is_some_and(|state| state.response.resumed)
+    }
+
+    fn headers_callback(
+        &mut self,
+        side: Side,
+        headers: Vec<(String, String)>,
+        end_of_stream: bool,
+    ) -> Result<FilterAction, HostError> {
+        let count = headers.len();
+        if let Some(direction) = self.direction_mut(side) {
+            direction.headers = Some(lowered(headers));
+            direction.resumed = false;
+        }
+        let (callback, func) = match side {
+            Side::Request => ("proxy_on_request_headers", &self.vm.exports.request_headers),
+            Side::Response => (
+                "proxy_on_response_headers",
+                &self.vm.exports.response_headers,
+            ),
+        };
+        let func = func.clone();
+        self.filter_call(callback, func, count, end_of_stream)
+    }
+
+    fn body_callback(
+        &mut self,
+        side: Side,
+        chunk: &[u8],
+        end_of_stream: bool,
+    ) -> Result<FilterAction, HostError> {
+        let mut size = 0;
+        if let Some(direction) = self.direction_mut(side) {
+            if !direction.buffering {
+                direction.body.clear();
+            }
+            direction.body.extend_from_slice(chunk);
+            direction.resumed = false;
+            size = direction.body.len();
+        }
+        let (callback, func) = match side {
+            Side::Request => ("proxy_on_request_body", &self.vm.exports.request_body),
+            Side::Response => ("proxy_on_response_body", &self.vm.exports.response_body),
+        };
+        let func = func.clone();
+        let action = self.filter_call(callback, func, size, end_of_stream)?;
+        if let Some(direction) = self.direction_mut(side) {
+            direction.buffering = action == FilterAction::Pause;
+        }
+        Ok(action)
+    }
+
+    fn direction(&self, side: Side) -> Option<&Direction> {
+        let state = self.state()?;
+        Some(match side {
+            Side::Request => &state.request,
+            Side::Response => &state.response,
+        })
+    }
+
+    fn direction_mut(&mut self, side: Side) -> Option<&mut Direction> {
+        let state = self.state_mut()?;
+        Some(match side {
+            Side::Request => &mut state.request,
+            Side::Response => &mut state.response,
+        })
+    }
+
+    fn headers(&self, side: Side) -> &[(String, String)] {
+        self.direction(side)
+            .and_then(|direction| direction.headers.as_ref())
+            .unwrap_or(&NO_HEADERS)
+    }
+
+    fn body(&self, side: Side) -> &[u8] {
+        self.direction(side)
+            .map_or(&[], |direction| direction.body.as_slice())
     }
 
     /// The plugin reset the stream (`proxy_close_stream`).
