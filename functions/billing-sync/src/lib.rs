@@ -1,0 +1,3 @@
+//! # tollgate-billing-sync (under construction this session)
+
+pub mod ports;
