@@ -36,8 +36,7 @@
 use std::collections::BTreeSet;
 use std::fmt;
 
-use chrono::{DateTime, Utc};
-use rust_decimal::prelude::ToPrimitive;
+use chrono::{DateTime, Duration, Utc};
 use rust_decimal::{Decimal, RoundingStrategy};
 use serde::{Deserialize, Serialize};
 
@@ -46,7 +45,6 @@ use crate::money::Currency;
 use crate::window::Window;
 
 const HUNDRED: Decimal = Decimal::ONE_HUNDRED;
-const SECONDS_PER_DAY: i64 = 86_400;
 
 /// An alert threshold in whole percent of the monthly amount, from 1 to 1000.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
@@ -445,48 +443,63 @@ pub fn newly_crossed(
         .collect()
 }
 
-/// Projects the month's spend from the run rate between the start of `month` and `now`.
-/// Before any time has elapsed the run rate counts one elapsed second; after the month it
-/// is the spend itself.
+/// Projects the month's spend from the run rate between the start of `month` and `now`:
+/// the spend grows linearly. Before any time has elapsed the run rate counts one elapsed
+/// second; after the month it is the spend itself. For spend priced by a plan (a fixed
+/// base fee, usage priced in tiers) use [`forecast_with`] and the invoice of the projected
+/// usage instead.
 pub fn forecast(budget: &Budget, spent: Decimal, now: DateTime<Utc>, month: Window) -> Forecast {
+    forecast_with(budget, spent, now, month, |at| linear_spend(spent, now, month, at))
+}
+
+/// The spend at `at` if it grows linearly from the start of `month` at the pace so far.
+fn linear_spend(spent: Decimal, now: DateTime<Utc>, month: Window, at: DateTime<Utc>) -> Decimal {
     let month_seconds = month.duration().num_seconds().max(1);
-    let elapsed = (now - month.start()).num_seconds().clamp(1, month_seconds);
-    let month_len = Decimal::from(month_seconds);
-    let elapsed_len = Decimal::from(elapsed);
-    let projected = spent
-        .checked_mul(month_len)
-        .and_then(|s| s.checked_div(elapsed_len))
-        .or_else(|| {
-            spent
-                .checked_div(elapsed_len)
-                .and_then(|r| r.checked_mul(month_len))
-        })
-        .unwrap_or(Decimal::MAX);
+    let elapsed = Decimal::from((now - month.start()).num_seconds().clamp(1, month_seconds));
+    let until = Decimal::from((at - month.start()).num_seconds().clamp(0, month_seconds));
+    spent
+        .checked_mul(until)
+        .and_then(|s| s.checked_div(elapsed))
+        .or_else(|| spent.checked_div(elapsed).and_then(|r| r.checked_mul(until)))
+        .unwrap_or(Decimal::MAX)
+}
+
+/// The month-end forecast, with `spend_at(t)` the projected spend at instant `t` of
+/// `month` (non-decreasing in `t`, and `spent` at `now`): the projected spend is
+/// `spend_at(end of month)`, and the outlook names the first day by whose end the
+/// projection exceeds the monthly amount (ending the month exactly on budget is not
+/// exceeding it).
+pub fn forecast_with(
+    budget: &Budget,
+    spent: Decimal,
+    now: DateTime<Utc>,
+    month: Window,
+    spend_at: impl Fn(DateTime<Utc>) -> Decimal,
+) -> Forecast {
+    let projected = spend_at(month.end()).max(spent);
     let outlook = if budget.reached(spent, 100) {
         Outlook::Exceeded
-    } else if spent <= Decimal::ZERO {
+    } else if projected <= budget.monthly_amount {
         Outlook::WithinBudget
     } else {
-        // Seconds into the month at which the run rate reaches the monthly amount.
-        let crossing = budget
-            .monthly_amount
-            .checked_mul(elapsed_len)
-            .and_then(|m| m.checked_div(spent))
-            .or_else(|| {
-                budget
-                    .monthly_amount
-                    .checked_div(spent)
-                    .and_then(|r| r.checked_mul(elapsed_len))
-            });
-        match crossing {
-            Some(at) if at < month_len => (at / Decimal::from(SECONDS_PER_DAY))
-                .floor()
-                .to_u32()
-                .map_or(Outlook::WithinBudget, |days| Outlook::OnTrackToExceed {
-                    day: days + 1,
-                }),
-            _ => Outlook::WithinBudget,
+        // The first day whose end the projection reaches the budget by: the day of `now`
+        // at the earliest, the last day at the latest (the month-end projection does).
+        let day_end = |day: u32| month.start() + Duration::days(i64::from(day));
+        let days = month.days_in_month();
+        let first_day = u32::try_from((now - month.start()).num_days().max(0))
+            .unwrap_or(0)
+            .saturating_add(1)
+            .min(days);
+        let (mut low, mut high) = (first_day, days);
+        while low < high {
+            let mid = low + (high - low) / 2;
+            if spend_at(day_end(mid)) > budget.monthly_amount {
+                high = mid;
+            } else {
+                low = mid + 1;
+            }
         }
+        Outlook::OnTrackToExceed { day: low }
     };
     Forecast {
         projected_spend: budget.currency.round(projected),
@@ -502,11 +515,22 @@ pub fn evaluate(
     now: DateTime<Utc>,
     month: Window,
 ) -> BudgetEvaluation {
+    evaluate_with(budget, spent, now, month, |at| linear_spend(spent, now, month, at))
+}
+
+/// [`evaluate`] with the spend projected by `spend_at` (see [`forecast_with`]).
+pub fn evaluate_with(
+    budget: &Budget,
+    spent: Decimal,
+    now: DateTime<Utc>,
+    month: Window,
+    spend_at: impl Fn(DateTime<Utc>) -> Decimal,
+) -> BudgetEvaluation {
     BudgetEvaluation {
         spent,
         percent_used: percent_used(budget, spent),
         verdict: verdict(budget, spent),
-        forecast: forecast(budget, spent, now, month),
+        forecast: forecast_with(budget, spent, now, month, spend_at),
         crossed: crossed(budget, spent),
     }
 }

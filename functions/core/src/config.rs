@@ -66,6 +66,13 @@ pub enum ProblemKind {
     ValueFieldMissing { aggregation: &'static str },
     #[error("the sampling interval must be at least one second")]
     ZeroSampleSeconds,
+    #[error("is {len} characters long; the limit is {max}")]
+    TooLong { len: usize, max: usize },
+    #[error(
+        "a {aggregation} meter cannot be reported to Stripe: Stripe sums meter events, so \
+         only count, sum and gauge_integral meters, whose hours add up to the month, can be"
+    )]
+    NotAdditive { aggregation: &'static str },
     #[error("not valid JSON for this configuration: {message}")]
     Syntax { message: String },
 }

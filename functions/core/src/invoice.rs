@@ -50,6 +50,18 @@ pub struct InvoicePreview {
     pub total: Decimal,
 }
 
+/// A month's final statement: its invoice preview frozen at month close, with the plan
+/// versions that priced it, so a later plan change or a rollup recomputation cannot alter
+/// what was stated.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Statement {
+    pub invoice: InvoicePreview,
+    /// The plan versions in force during the month, oldest first.
+    pub plan_versions: Vec<Plan>,
+    pub closed_at: DateTime<Utc>,
+}
+
 /// One line of an invoice preview; `amount` is rounded to the currency's minor unit.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]

@@ -18,13 +18,19 @@
 //! - [`plan`]: plan versions, prices, allowances and limits, compiled from validated config.
 //! - [`pricing`]: exact pricing arithmetic: allowances, packages, tiers and proration.
 //! - [`invoice`]: invoice previews: a month of usage priced into rounded lines.
+//! - [`alert`]: budget alerts, one per tenant, month and trigger, and their delivery state.
 //! - [`budget`]: monthly budgets: threshold alerts, forecasts and the hard-limit verdict.
+//! - [`billing`]: how metered usage becomes Stripe meter events: whole units, remainder
+//!   carried, deterministic identifiers, the 35-day window, reconciliation.
+//! - [`spend`]: a month's spend priced by the invoice preview and held against the budget.
 //! - [`quota`]: remaining daily and monthly quota of a meter.
 //! - [`run_rate`]: run-rate projections of usage to the end of a period.
 //! - [`edge_snapshot`]: the edge snapshot: plans' limits, quota usage, blocks and key
 //!   digests a gateway pulls to enforce limits locally.
 
 pub mod aggregate;
+pub mod alert;
+pub mod billing;
 pub mod budget;
 pub mod config;
 pub mod edge_snapshot;
@@ -38,6 +44,7 @@ pub mod plan;
 pub mod pricing;
 pub mod quota;
 pub mod run_rate;
+pub mod spend;
 pub mod tenant;
 pub mod usage;
 pub mod window;

@@ -20,6 +20,7 @@ use serde_json::Value;
 use thiserror::Error;
 
 use crate::aggregate::{Aggregation, ObservedValue};
+use crate::billing::{StripeMeter, StripeMeterConfig};
 use crate::config::{ConfigError, ProblemKind, Problems, field, index};
 use crate::event::{UsageEvent, json_type};
 use crate::ids::MeterName;
@@ -41,6 +42,9 @@ pub struct MeterConfig {
     /// Fields of `data` to group by (`route`, `method`, `region`…).
     #[serde(default)]
     pub group_by: Vec<String>,
+    /// How the meter is reported to Stripe Billing Meters; not reported without it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stripe: Option<StripeMeterConfig>,
 }
 
 /// A validated meter.
@@ -52,6 +56,7 @@ pub struct Meter {
     pub aggregation: Aggregation,
     pub unit: String,
     pub group_by: Vec<FieldPath>,
+    pub stripe: Option<StripeMeter>,
 }
 
 /// A dotted path into an event's `data` object.
@@ -317,6 +322,9 @@ impl MeterCatalog {
                     ),
                 }
             }
+            let stripe = config.stripe.as_ref().and_then(|stripe| {
+                stripe.compile(&at("stripe"), &config.aggregation, &mut problems)
+            });
             if let Some(name) = name {
                 for event_type in &config.event_types {
                     catalog
@@ -332,6 +340,7 @@ impl MeterCatalog {
                     aggregation: config.aggregation.clone(),
                     unit: config.unit.clone(),
                     group_by,
+                    stripe,
                 });
             }
         }

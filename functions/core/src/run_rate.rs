@@ -60,12 +60,24 @@ pub fn project(
     period: Window,
     now: DateTime<Utc>,
 ) -> Decimal {
+    project_to(quantity, aggregation, period, now, period.end())
+}
+
+/// The quantity at instant `at` of `period` (clamped to it) if usage continues at its
+/// pace so far; a level (not cumulative) stays what it is.
+pub fn project_to(
+    quantity: Decimal,
+    aggregation: &Aggregation,
+    period: Window,
+    now: DateTime<Utc>,
+    at: DateTime<Utc>,
+) -> Decimal {
     if !is_cumulative(aggregation) {
         return quantity;
     }
-    let total = period.duration().num_seconds().max(1);
-    let elapsed = Decimal::from((now - period.start()).num_seconds().clamp(1, total));
-    let total = Decimal::from(total);
+    let period_seconds = period.duration().num_seconds().max(1);
+    let elapsed = Decimal::from((now - period.start()).num_seconds().clamp(1, period_seconds));
+    let total = Decimal::from((at - period.start()).num_seconds().clamp(0, period_seconds));
     quantity
         .checked_mul(total)
         .and_then(|q| q.checked_div(elapsed))
