@@ -27,6 +27,7 @@
 //! - [`run_rate`]: run-rate projections of usage to the end of a period.
 //! - [`edge_snapshot`]: the edge snapshot: plans' limits, quota usage, blocks and key
 //!   digests a gateway pulls to enforce limits locally.
+//! - [`webhook`]: webhook secrets, the `Tollgate-Signature` scheme and the retry schedule.
 
 pub mod aggregate;
 pub mod alert;
@@ -47,4 +48,5 @@ pub mod run_rate;
 pub mod spend;
 pub mod tenant;
 pub mod usage;
+pub mod webhook;
 pub mod window;
