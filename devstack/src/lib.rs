@@ -12,6 +12,8 @@
 //!   to run.
 //! - [`SqsServer`]: moto's server mode ([`MOTO_PYPI_VERSION`], from PyPI) in a cached
 //!   virtualenv, for SQS. Needs Python 3 with `venv`.
+//! - [`stripe::StripeStandIn`]: an in-process stand-in for Stripe's meter-event endpoint
+//!   (Stripe has no local server), with faults on cue.
 //!
 //! # The watchdog
 //!
@@ -61,6 +63,7 @@ mod java;
 mod process;
 mod running;
 mod sqs;
+pub mod stripe;
 mod testing;
 
 pub use cache::{CACHE_DIR_ENV, cache_dir};
