@@ -266,6 +266,101 @@ pub fn event_timestamp(hour: Window, now: DateTime<Utc>) -> Result<DateTime<Utc>
     Ok(hour.start())
 }
 
+/// Where one recorded meter event stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum EventStatus {
+    /// Recorded; Stripe has not confirmed it yet (or a crash came between). Resent with
+    /// the same identifier and value until Stripe answers.
+    Pending,
+    /// Stripe accepted it.
+    Sent,
+    /// Stripe refused it (a validation error); the reason is kept on the event.
+    Rejected,
+    /// Its quantity made no whole unit: recorded so the ledger covers it, never sent.
+    Carried,
+    /// Still pending when its hour left Stripe's 35-day window: it can no longer be sent.
+    Expired,
+}
+
+/// One entry of the billing ledger: a meter event recorded before it is sent.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct LedgerEvent {
+    pub tenant: TenantId,
+    pub meter: MeterName,
+    pub hour: Window,
+    /// 0 for the hour's first report, then 1, 2… for its corrections.
+    pub sequence: u32,
+    pub identifier: String,
+    pub event_name: String,
+    pub customer: String,
+    /// Whole Stripe units.
+    pub value: u64,
+    /// The meter's quantity this event reports (the hour's growth since its last event).
+    pub quantity: Decimal,
+    pub timestamp: DateTime<Utc>,
+    pub status: EventStatus,
+    pub recorded_at: DateTime<Utc>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub settled_at: Option<DateTime<Utc>>,
+    /// Stripe's reason for a rejection, or the last retryable failure while pending.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+/// The ledger totals of one (tenant, meter, month).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct MeterLedger {
+    #[serde(flatten)]
+    pub recorded: MonthLedger,
+    /// Whole units Stripe accepted.
+    pub units_accepted: u64,
+    /// Quantity and whole units of the events Stripe refused.
+    pub rejected_quantity: Decimal,
+    pub units_rejected: u64,
+    /// Whole units of events that expired unsent.
+    pub units_expired: u64,
+    pub expired_quantity: Decimal,
+    /// Bumped by every recorded event: the optimistic-concurrency check of the ledger.
+    pub version: u64,
+}
+
+impl MeterLedger {
+    /// Units recorded but not settled by Stripe yet.
+    pub fn units_pending(&self) -> u64 {
+        self.recorded
+            .sent
+            .saturating_sub(self.units_accepted)
+            .saturating_sub(self.units_rejected)
+            .saturating_sub(self.units_expired)
+    }
+
+    /// This ledger held against `usage`, the month's quantity in the rollups.
+    pub fn reconcile(
+        &self,
+        tenant: &TenantId,
+        meter: &MeterName,
+        month: Window,
+        usage: Decimal,
+    ) -> Reconciliation {
+        let not_billed = self.rejected_quantity + self.expired_quantity;
+        let reported = self.recorded.covered - not_billed;
+        Reconciliation {
+            tenant: tenant.clone(),
+            meter: meter.clone(),
+            month,
+            usage,
+            reported,
+            difference: usage - reported,
+            units_accepted: self.units_accepted,
+            units_pending: self.units_pending(),
+            rejected: not_billed,
+        }
+    }
+}
+
 /// The ledger of one (tenant, meter, month) held against the rollups.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
@@ -283,7 +378,8 @@ pub struct Reconciliation {
     pub units_accepted: u64,
     /// Whole Stripe units recorded but not yet confirmed by Stripe.
     pub units_pending: u64,
-    /// Quantity in events Stripe refused, with the reasons kept on the events.
+    /// Quantity in events Stripe refused or that expired unsent, with the reasons kept
+    /// on the events.
     pub rejected: Decimal,
 }
 

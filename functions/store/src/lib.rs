@@ -11,11 +11,15 @@
 //! - [`plans`]: immutable plan versions and tenant budgets.
 //! - [`rejections`]: rejected messages, kept with their reasons.
 //! - [`rollups`]: daily and monthly rollups, the rollup watermark, and the usage view.
+//! - [`alerts`]: budget alerts (once per month and trigger), webhooks, the budget block list.
+//! - [`billing`]: the Stripe ledger (pending → sent/rejected) and month statements.
 //!
 //! Errors are [`StoreError`]s that know whether they are transient, so a Lambda can
 //! return a message to the queue for a retry or record it as rejected.
 
+pub mod alerts;
 pub mod apply;
+pub mod billing;
 mod codec;
 pub mod directory;
 pub mod error;
@@ -28,6 +32,7 @@ pub mod usage;
 use aws_sdk_dynamodb::Client;
 use aws_sdk_dynamodb::config::{BehaviorVersion, Credentials, Region};
 
+pub use alerts::{BudgetBlock, WebhookEndpoint};
 pub use apply::{ApplyReport, BatchOutcome, BatchesReport, Chunk, plan_chunks};
 pub use error::StoreError;
 pub use rejections::rejection_cursor;

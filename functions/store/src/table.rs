@@ -10,6 +10,12 @@
 //! | daily rollup | `USAGE#{t}` | `D#{yyyy-mm-dd}#{meter}[#{dims}]` | 400 d |
 //! | monthly rollup | `USAGE#{t}` | `M#{yyyy-mm}#{meter}[#{dims}]` | – |
 //! | dedupe marker | `DEDUPE#{batch id}` | `CHUNK#{i}` | 14 d |
+//! | alert | `TENANT#{t}` | `ALERT#{yyyy-mm}#{trigger}` | – |
+//! | webhook | `TENANT#{t}` | `WEBHOOK` | – |
+//! | budget block | `BUDGET_BLOCKS` | `TENANT#{t}` | – |
+//! | Stripe ledger totals | `TENANT#{t}` | `STRIPE#{meter}#M#{yyyy-mm}` | – |
+//! | Stripe ledger event | `TENANT#{t}` | `STRIPE#{meter}#E#{yyyy-mm-ddThh}#{seq}` | – |
+//! | month statement | `TENANT#{t}` | `STATEMENT#{yyyy-mm}` | – |
 //!
 //! Usage of one tenant lives under one partition key and sorts by time, so "this tenant,
 //! this range" is a single `Query` that cannot reach another tenant's items. A sparse

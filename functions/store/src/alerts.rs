@@ -1,0 +1,312 @@
+//! Budget alerts, tenant webhooks and the budget block list.
+//!
+//! | item | PK | SK |
+//! |---|---|---|
+//! | alert (one per month and trigger) | `TENANT#{t}` | `ALERT#{yyyy-mm}#{trigger}` |
+//! | webhook (URL and signing secret) | `TENANT#{t}` | `WEBHOOK` |
+//! | budget block | `BUDGET_BLOCKS` | `TENANT#{t}` |
+//!
+//! An alert is created with "only if absent", which is what makes it exactly once per
+//! (tenant, month, trigger) whatever runs concurrently. Its delivery state and its
+//! acknowledgement are separate attributes updated in place, so the budget run recording
+//! an attempt and a tenant acknowledging never overwrite each other.
+//!
+//! The block list is one partition, so the edge snapshot reads every blocked tenant with
+//! a single query.
+
+use std::collections::HashMap;
+
+use aws_sdk_dynamodb::types::{AttributeValue, ReturnValue};
+use chrono::{DateTime, SecondsFormat, Utc};
+use serde::{Deserialize, Serialize};
+use tollgate_core::alert::{Alert, AlertId, Delivery};
+use tollgate_core::ids::TenantId;
+use tollgate_core::window::Window;
+
+use crate::DynamoDbStore;
+use crate::codec::{self, Item};
+use crate::directory::WriteMode;
+use crate::error::StoreError;
+use crate::table::{PK, SK, keys};
+
+const DOC: &str = "doc";
+const DELIVERY: &str = "delivery";
+const ACKNOWLEDGED: &str = "ackAt";
+const WEBHOOK: &str = "WEBHOOK";
+const BLOCKS: &str = "BUDGET_BLOCKS";
+
+/// Where a tenant's alerts are delivered. The secret signs every delivery; it is
+/// stored because it must be used, and shown to the admin only when it is created.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct WebhookEndpoint {
+    pub url: String,
+    pub secret: String,
+    pub created_at: DateTime<Utc>,
+}
+
+impl std::fmt::Debug for WebhookEndpoint {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("WebhookEndpoint")
+            .field("url", &self.url)
+            .field("secret", &"<redacted>")
+            .field("created_at", &self.created_at)
+            .finish()
+    }
+}
+
+/// A tenant blocked because its budget with a hard limit is used up.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct BudgetBlock {
+    pub tenant: TenantId,
+    /// The month the budget is used up in: a new month lifts the block.
+    pub month: Window,
+    pub since: DateTime<Utc>,
+}
+
+fn alert_sort(id: &AlertId) -> Result<String, StoreError> {
+    let (month, trigger) =
+        AlertId::parse(id.as_str()).map_err(|e| StoreError::InvalidBatch(e.to_string()))?;
+    Ok(format!("ALERT#{}#{}", month.key(), trigger.key()))
+}
+
+fn json<T: Serialize>(what: &str, value: &T) -> Result<String, StoreError> {
+    serde_json::to_string(value)
+        .map_err(|e| StoreError::InvalidBatch(format!("{what}: does not serialise: {e}")))
+}
+
+fn corrupt(item: &Item, reason: String) -> StoreError {
+    StoreError::Corrupt {
+        pk: codec::string(item, PK).unwrap_or_default().to_owned(),
+        sk: codec::string(item, SK).unwrap_or_default().to_owned(),
+        reason,
+    }
+}
+
+/// An alert as stored: the document written at creation, with its delivery and
+/// acknowledgement as they are now.
+fn alert_of(item: &Item) -> Result<Alert, StoreError> {
+    let doc = codec::string(item, DOC).ok_or_else(|| corrupt(item, "no document".into()))?;
+    let mut alert: Alert =
+        serde_json::from_str(doc).map_err(|e| corrupt(item, format!("alert: {e}")))?;
+    if let Some(delivery) = codec::string(item, DELIVERY) {
+        alert.delivery =
+            serde_json::from_str(delivery).map_err(|e| corrupt(item, format!("delivery: {e}")))?;
+    }
+    if let Some(at) = codec::string(item, ACKNOWLEDGED) {
+        alert.acknowledged_at = Some(
+            DateTime::parse_from_rfc3339(at)
+                .map_err(|e| corrupt(item, format!("acknowledgement: {e}")))?
+                .to_utc(),
+        );
+    }
+    Ok(alert)
+}
+
+impl DynamoDbStore {
+    /// Stores `alert` unless its (tenant, month, trigger) already has one: `true` when
+    /// this call created it.
+    pub async fn create_alert(&self, alert: &Alert) -> Result<bool, StoreError> {
+        let sk = alert_sort(&alert.id)?;
+        let item: Item = HashMap::from([
+            (PK.to_owned(), AttributeValue::S(keys::tenant(&alert.tenant))),
+            (SK.to_owned(), AttributeValue::S(sk.clone())),
+            (DOC.to_owned(), AttributeValue::S(json(&sk, alert)?)),
+            (
+                DELIVERY.to_owned(),
+                AttributeValue::S(json(&sk, &alert.delivery)?),
+            ),
+        ]);
+        let put = self
+            .client
+            .put_item()
+            .table_name(&self.table)
+            .set_item(Some(item))
+            .condition_expression("attribute_not_exists(#pk)")
+            .expression_attribute_names("#pk", PK)
+            .send()
+            .await;
+        match put {
+            Ok(_) => Ok(true),
+            Err(err)
+                if err
+                    .as_service_error()
+                    .is_some_and(|e| e.is_conditional_check_failed_exception()) =>
+            {
+                Ok(false)
+            }
+            Err(err) => Err(StoreError::from_sdk("PutItem", err)),
+        }
+    }
+
+    /// `tenant`'s alerts of `month` (every month when `None`), oldest month first.
+    pub async fn alerts(
+        &self,
+        tenant: &TenantId,
+        month: Option<Window>,
+    ) -> Result<Vec<Alert>, StoreError> {
+        let prefix = match month {
+            Some(month) => format!("ALERT#{}#", month.key()),
+            None => "ALERT#".to_owned(),
+        };
+        let items: Vec<Item> = self
+            .client
+            .query()
+            .table_name(&self.table)
+            .key_condition_expression("#pk = :pk AND begins_with(#sk, :prefix)")
+            .expression_attribute_names("#pk", PK)
+            .expression_attribute_names("#sk", SK)
+            .expression_attribute_values(":pk", AttributeValue::S(keys::tenant(tenant)))
+            .expression_attribute_values(":prefix", AttributeValue::S(prefix))
+            .consistent_read(true)
+            .into_paginator()
+            .items()
+            .send()
+            .try_collect()
+            .await
+            .map_err(|e| StoreError::from_sdk("Query", e))?;
+        items.iter().map(alert_of).collect()
+    }
+
+    /// Records where the delivery of alert `id` stands; `NotFound` for an unknown alert.
+    pub async fn record_alert_delivery(
+        &self,
+        tenant: &TenantId,
+        id: &AlertId,
+        delivery: &Delivery,
+    ) -> Result<(), StoreError> {
+        let sk = alert_sort(id)?;
+        self.update_alert(
+            tenant,
+            &sk,
+            "SET #delivery = :delivery",
+            ("#delivery", DELIVERY),
+            (":delivery", AttributeValue::S(json(&sk, delivery)?)),
+        )
+        .await
+        .map(|_| ())
+    }
+
+    /// Marks alert `id` acknowledged at `at` (the first acknowledgement stays) and returns
+    /// it; `NotFound` for an unknown alert.
+    pub async fn acknowledge_alert(
+        &self,
+        tenant: &TenantId,
+        id: &AlertId,
+        at: DateTime<Utc>,
+    ) -> Result<Alert, StoreError> {
+        let sk = alert_sort(id)?;
+        self.update_alert(
+            tenant,
+            &sk,
+            "SET #ack = if_not_exists(#ack, :at)",
+            ("#ack", ACKNOWLEDGED),
+            (
+                ":at",
+                AttributeValue::S(at.to_rfc3339_opts(SecondsFormat::Millis, true)),
+            ),
+        )
+        .await
+    }
+
+    async fn update_alert(
+        &self,
+        tenant: &TenantId,
+        sk: &str,
+        expression: &str,
+        (name, attribute): (&str, &str),
+        (placeholder, value): (&str, AttributeValue),
+    ) -> Result<Alert, StoreError> {
+        let output = self
+            .client
+            .update_item()
+            .table_name(&self.table)
+            .key(PK, AttributeValue::S(keys::tenant(tenant)))
+            .key(SK, AttributeValue::S(sk.to_owned()))
+            .update_expression(expression)
+            .condition_expression("attribute_exists(#pk)")
+            .expression_attribute_names("#pk", PK)
+            .expression_attribute_names(name, attribute)
+            .expression_attribute_values(placeholder, value)
+            .return_values(ReturnValue::AllNew)
+            .send()
+            .await;
+        match output {
+            Ok(output) => output
+                .attributes()
+                .map(alert_of)
+                .transpose()?
+                .ok_or_else(|| StoreError::NotFound {
+                    what: format!("alert {sk} of {tenant}"),
+                }),
+            Err(err)
+                if err
+                    .as_service_error()
+                    .is_some_and(|e| e.is_conditional_check_failed_exception()) =>
+            {
+                Err(StoreError::NotFound {
+                    what: format!("alert {sk} of {tenant}"),
+                })
+            }
+            Err(err) => Err(StoreError::from_sdk("UpdateItem", err)),
+        }
+    }
+
+    /// Sets (or replaces) `tenant`'s webhook.
+    pub async fn put_webhook(
+        &self,
+        tenant: &TenantId,
+        webhook: &WebhookEndpoint,
+    ) -> Result<(), StoreError> {
+        self.put_doc(keys::tenant(tenant), WEBHOOK, webhook, None, WriteMode::Upsert)
+            .await
+    }
+
+    /// `tenant`'s webhook, if one is set.
+    pub async fn webhook(&self, tenant: &TenantId) -> Result<Option<WebhookEndpoint>, StoreError> {
+        self.get_doc(keys::tenant(tenant), WEBHOOK).await
+    }
+
+    /// Removes `tenant`'s webhook; `false` if it had none.
+    pub async fn delete_webhook(&self, tenant: &TenantId) -> Result<bool, StoreError> {
+        self.delete_item(keys::tenant(tenant), WEBHOOK).await
+    }
+
+    /// Puts `tenant` on the budget block list (replacing an older block).
+    pub async fn block_for_budget(&self, block: &BudgetBlock) -> Result<(), StoreError> {
+        self.put_doc(
+            BLOCKS.to_owned(),
+            &keys::tenant(&block.tenant),
+            block,
+            None,
+            WriteMode::Upsert,
+        )
+        .await
+    }
+
+    /// Takes `tenant` off the budget block list; `false` if it was not on it.
+    pub async fn lift_budget_block(&self, tenant: &TenantId) -> Result<bool, StoreError> {
+        self.delete_item(BLOCKS.to_owned(), &keys::tenant(tenant)).await
+    }
+
+    /// Every tenant on the budget block list, whatever the month (the reader decides
+    /// whether a block of an earlier month still holds).
+    pub async fn budget_blocks(&self) -> Result<Vec<BudgetBlock>, StoreError> {
+        self.query_docs(BLOCKS.to_owned(), "TENANT#").await
+    }
+
+    async fn delete_item(&self, pk: String, sk: &str) -> Result<bool, StoreError> {
+        let output = self
+            .client
+            .delete_item()
+            .table_name(&self.table)
+            .key(PK, AttributeValue::S(pk))
+            .key(SK, AttributeValue::S(sk.to_owned()))
+            .return_values(ReturnValue::AllOld)
+            .send()
+            .await
+            .map_err(|e| StoreError::from_sdk("DeleteItem", e))?;
+        Ok(output.attributes().is_some())
+    }
+}
