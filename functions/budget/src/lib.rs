@@ -1,1 +1,3 @@
 //! placeholder during setup
+
+pub mod webhook;
