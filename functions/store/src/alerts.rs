@@ -32,6 +32,7 @@ use crate::table::{PK, SK, keys};
 const DOC: &str = "doc";
 const DELIVERY: &str = "delivery";
 const ACKNOWLEDGED: &str = "ackAt";
+const ATTEMPTS: &str = "att";
 const WEBHOOK: &str = "WEBHOOK";
 const BLOCKS: &str = "BUDGET_BLOCKS";
 
@@ -169,23 +170,47 @@ impl DynamoDbStore {
         items.iter().map(alert_of).collect()
     }
 
-    /// Records where the delivery of alert `id` stands; `NotFound` for an unknown alert.
+    /// Records where the delivery of alert `id` stands, if its attempts so far are still
+    /// `attempts_before` (so two runs never both claim one attempt): `false` when another
+    /// run moved it first; `NotFound` for an unknown alert.
     pub async fn record_alert_delivery(
         &self,
         tenant: &TenantId,
         id: &AlertId,
+        attempts_before: u32,
         delivery: &Delivery,
-    ) -> Result<(), StoreError> {
+    ) -> Result<bool, StoreError> {
         let sk = alert_sort(id)?;
-        self.update_alert(
-            tenant,
-            &sk,
-            "SET #delivery = :delivery",
-            ("#delivery", DELIVERY),
-            (":delivery", AttributeValue::S(json(&sk, delivery)?)),
-        )
-        .await
-        .map(|_| ())
+        let output = self
+            .client
+            .update_item()
+            .table_name(&self.table)
+            .key(PK, AttributeValue::S(keys::tenant(tenant)))
+            .key(SK, AttributeValue::S(sk.clone()))
+            .update_expression("SET #delivery = :delivery, #attempts = :attempts")
+            .condition_expression(
+                "attribute_exists(#pk) AND (#attempts = :before OR (attribute_not_exists(#attempts) AND :before = :zero))",
+            )
+            .expression_attribute_names("#pk", PK)
+            .expression_attribute_names("#delivery", DELIVERY)
+            .expression_attribute_names("#attempts", ATTEMPTS)
+            .expression_attribute_values(":delivery", AttributeValue::S(json(&sk, delivery)?))
+            .expression_attribute_values(":attempts", AttributeValue::N(delivery.attempts.to_string()))
+            .expression_attribute_values(":before", AttributeValue::N(attempts_before.to_string()))
+            .expression_attribute_values(":zero", AttributeValue::N("0".to_owned()))
+            .send()
+            .await;
+        match output {
+            Ok(_) => Ok(true),
+            Err(err)
+                if err
+                    .as_service_error()
+                    .is_some_and(|e| e.is_conditional_check_failed_exception()) =>
+            {
+                Ok(false)
+            }
+            Err(err) => Err(StoreError::from_sdk("UpdateItem", err)),
+        }
     }
 
     /// Marks alert `id` acknowledged at `at` (the first acknowledgement stays) and returns
