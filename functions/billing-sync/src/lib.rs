@@ -1,3 +1,6 @@
 //! # tollgate-billing-sync (under construction this session)
 
+pub mod pacing;
 pub mod ports;
+pub mod retry;
+pub mod stripe;
