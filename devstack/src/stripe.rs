@@ -270,7 +270,9 @@ impl StripeStandIn {
         self.lock().now()
     }
 
-    /// Answers the next `count` requests that pass authentication with `fault`.
+    /// Answers the next `count` requests with `fault`: those that pass authentication and
+    /// the form check and are not answered from the idempotency store (a replay comes
+    /// before any fault, as in Stripe's idempotency layer).
     pub fn fail_next(&self, count: usize, fault: Fault) {
         let mut state = self.lock();
         state.next_faults.extend(std::iter::repeat_n(fault, count));
