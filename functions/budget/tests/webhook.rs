@@ -429,3 +429,22 @@ fn the_documented_python_snippet_verifies_real_signatures_and_rejects_tampering(
     let rotating = tollgate_core::webhook::sign_rotating(&[&other, &secret], now, BODY);
     assert_eq!(python_verifies(&secret, &rotating, BODY), Some(true));
 }
+
+#[test]
+fn the_python_in_the_docs_is_the_tested_snippet() {
+    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..");
+    let docs = std::fs::read_to_string(root.join("docs/webhooks.md")).unwrap();
+    let snippet = std::fs::read_to_string(root.join("docs/snippets/verify_webhook.py")).unwrap();
+    let (_, after) = docs.split_once("### Python").unwrap();
+    let (_, block) = after.split_once("```python\n").unwrap();
+    let (block, _) = block.split_once("```").unwrap();
+
+    // Every line shown in the docs appears in the snippet, in the same order.
+    let mut snippet_lines = snippet.lines();
+    for line in block.lines().filter(|l| !l.trim().is_empty()) {
+        assert!(
+            snippet_lines.any(|s| s == line),
+            "docs/webhooks.md shows a line docs/snippets/verify_webhook.py lacks (or out of order): {line:?}"
+        );
+    }
+}
