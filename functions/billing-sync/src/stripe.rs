@@ -134,6 +134,21 @@ impl MeterEvents for StripeMeterEvents {
     }
 }
 
+/// Whether Stripe refused an event because it already has one with this identifier.
+///
+/// Within 24 hours a resend is an idempotent replay (same key, same parameters) and
+/// succeeds; after that Stripe still keeps the identifier and answers 400 "An event
+/// already exists with identifier …" (no error code: matched on the message). The ledger
+/// fixes an identifier's value when it is recorded, so that answer means "already
+/// counted", never "refused".
+pub fn is_duplicate_identifier(failure: &MeterEventFailure) -> bool {
+    matches!(
+        failure,
+        MeterEventFailure::Rejected { status: 400, message, .. }
+            if message.contains("already exists with identifier")
+    )
+}
+
 /// Sorts a client error into retry or give up.
 ///
 /// async-stripe does not hand back response headers, so `retry_after` is always `None`:

@@ -19,7 +19,11 @@ use aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError;
 use aws_sdk_dynamodb::types::{AttributeValue, Put, TransactWriteItem};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
-use tollgate_core::billing::{EventStatus, LedgerEvent, MeterLedger};
+use chrono::{DateTime, Utc};
+use tollgate_core::billing::{EventStatus, LedgerEvent, MeterLedger, Reconciliation};
+use tollgate_core::meter::MeterCatalog;
+use tollgate_core::usage::quantities_by_meter;
+use tollgate_core::window::Granularity;
 use tollgate_core::ids::{MeterName, TenantId};
 use tollgate_core::invoice::Statement;
 use tollgate_core::window::Window;
@@ -283,6 +287,32 @@ impl DynamoDbStore {
     ) -> Result<Option<Statement>, StoreError> {
         self.get_doc(keys::tenant(tenant), &statement_sort(month))
             .await
+    }
+
+    /// `tenant`'s ledger of every Stripe-reported meter of `catalog` in `month`, held
+    /// against the month's usage as of `now`.
+    pub async fn reconciliation(
+        &self,
+        tenant: &TenantId,
+        catalog: &MeterCatalog,
+        month: Window,
+        now: DateTime<Utc>,
+    ) -> Result<Vec<Reconciliation>, StoreError> {
+        let rows = self
+            .usage_view(tenant, Granularity::Month, month.start(), month.end(), now)
+            .await?;
+        let usage = quantities_by_meter(&rows, catalog)
+            .map_err(|e| StoreError::InvalidBatch(format!("usage of {tenant}: {e}")))?;
+        let mut lines = Vec::new();
+        for meter in catalog.meters().filter(|m| m.stripe.is_some()) {
+            let ledger = self
+                .meter_ledger(tenant, &meter.name, month)
+                .await?
+                .unwrap_or_default();
+            let quantity = usage.get(&meter.name).copied().unwrap_or_default();
+            lines.push(ledger.reconcile(tenant, &meter.name, month, quantity));
+        }
+        Ok(lines)
     }
 
     /// Every statement of `tenant`, oldest month first.
