@@ -51,7 +51,13 @@ pub async fn close_month(
         return Ok(None);
     }
     let rows = store
-        .usage_view(&profile.tenant, Granularity::Month, month.start(), month.end(), now)
+        .usage_view(
+            &profile.tenant,
+            Granularity::Month,
+            month.start(),
+            month.end(),
+            now,
+        )
         .await?;
     let usage =
         quantities_by_meter(&rows, catalog).map_err(|e| CloseError::Pricing(e.to_string()))?;

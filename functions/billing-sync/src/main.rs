@@ -71,8 +71,8 @@ async fn configure() -> Result<BillingSync<StripeMeterEvents>> {
     };
     let table = var("TOLLGATE_TABLE").context("TOLLGATE_TABLE is not set")?;
     let meters_file = var("TOLLGATE_METERS_FILE").context("TOLLGATE_METERS_FILE is not set")?;
-    let meters = std::fs::read_to_string(&meters_file)
-        .with_context(|| format!("reading {meters_file}"))?;
+    let meters =
+        std::fs::read_to_string(&meters_file).with_context(|| format!("reading {meters_file}"))?;
     let catalog =
         MeterCatalog::from_json(&meters).with_context(|| format!("meter catalog {meters_file}"))?;
     let key = SecretKey::new(

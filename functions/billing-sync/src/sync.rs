@@ -196,9 +196,18 @@ impl<E: MeterEvents + 'static> BillingSync<E> {
             return report;
         };
         for meter in self.catalog.meters() {
-            let Some(stripe) = &meter.stripe else { continue };
+            let Some(stripe) = &meter.stripe else {
+                continue;
+            };
             if let Err(stop) = self
-                .meter(&profile.tenant, customer, &meter.name, stripe, now, &mut report)
+                .meter(
+                    &profile.tenant,
+                    customer,
+                    &meter.name,
+                    stripe,
+                    now,
+                    &mut report,
+                )
                 .await
             {
                 tracing::warn!(tenant = %profile.tenant, meter = %meter.name, %stop, "billing sync stopped");
@@ -222,9 +231,14 @@ impl<E: MeterEvents + 'static> BillingSync<E> {
         let Some(last) = last_closed_hour(now) else {
             return Ok(());
         };
-        let earliest = (now - Duration::days(i64::from(self.lookback_days))).max(oldest_reportable(now));
+        let earliest =
+            (now - Duration::days(i64::from(self.lookback_days))).max(oldest_reportable(now));
         let first = Window::containing(Granularity::Hour, earliest);
-        let first = if first.start() < earliest { first.next() } else { first };
+        let first = if first.start() < earliest {
+            first.next()
+        } else {
+            first
+        };
         if first.start() > last.start() {
             return Ok(());
         }
@@ -240,9 +254,15 @@ impl<E: MeterEvents + 'static> BillingSync<E> {
             .filter(|e| e.status == EventStatus::Pending && e.hour.start() < first.start());
         let mut ledgers = Ledgers::new(self, tenant, meter);
 
-        for event in stale.chain(events.iter().filter(|e| e.status == EventStatus::Pending).cloned()) {
+        for event in stale.chain(
+            events
+                .iter()
+                .filter(|e| e.status == EventStatus::Pending)
+                .cloned(),
+        ) {
             report.events_resent += 1;
-            self.send_and_settle(&mut ledgers, event, now, report).await?;
+            self.send_and_settle(&mut ledgers, event, now, report)
+                .await?;
         }
 
         let rows = self
@@ -309,7 +329,11 @@ impl<E: MeterEvents + 'static> BillingSync<E> {
                 ..ledger
             };
             let expected = ledgers.expected(hour);
-            if !self.store.record_ledger_event(&event, expected, &after).await? {
+            if !self
+                .store
+                .record_ledger_event(&event, expected, &after)
+                .await?
+            {
                 return Err(MeterStop::LostRace);
             }
             ledgers.set(hour, after);
@@ -318,7 +342,8 @@ impl<E: MeterEvents + 'static> BillingSync<E> {
                 report.events_carried += 1;
                 continue;
             }
-            self.send_and_settle(&mut ledgers, event, now, report).await?;
+            self.send_and_settle(&mut ledgers, event, now, report)
+                .await?;
         }
         Ok(())
     }
@@ -344,7 +369,11 @@ impl<E: MeterEvents + 'static> BillingSync<E> {
             match send_with_retries(&self.stripe, &self.limiter, &request, &self.retry).await {
                 Ok(()) => Outcome::Sent,
                 Err(failure) if crate::stripe::is_duplicate_identifier(&failure) => Outcome::Sent,
-                Err(MeterEventFailure::Rejected { status, code, message }) => {
+                Err(MeterEventFailure::Rejected {
+                    status,
+                    code,
+                    message,
+                }) => {
                     Outcome::Rejected(format!("{status} {}: {message}", code.unwrap_or_default()))
                 }
                 Err(failure) => {
@@ -376,7 +405,8 @@ impl<E: MeterEvents + 'static> BillingSync<E> {
                 }
                 Outcome::Expired => {
                     settled.status = EventStatus::Expired;
-                    settled.error = Some("its hour left Stripe's 35-day window before it was sent".to_owned());
+                    settled.error =
+                        Some("its hour left Stripe's 35-day window before it was sent".to_owned());
                     after.units_expired += event.value;
                     after.expired_quantity += event.quantity;
                 }
@@ -438,7 +468,11 @@ impl<'a, E> Ledgers<'a, E> {
         if let Some((ledger, _)) = self.months.get(&month) {
             return Ok(*ledger);
         }
-        let stored = self.job.store.meter_ledger(self.tenant, self.meter, month).await?;
+        let stored = self
+            .job
+            .store
+            .meter_ledger(self.tenant, self.meter, month)
+            .await?;
         let entry = (stored.unwrap_or_default(), stored.is_some());
         self.months.insert(month, entry);
         Ok(entry.0)

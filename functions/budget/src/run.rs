@@ -155,7 +155,13 @@ impl BudgetRun {
         let month = Window::containing(Granularity::Month, now);
         let budget = self.store.budget(tenant).await.map_err(|e| e.to_string())?;
         let Some(budget) = budget else {
-            if block.is_some() && self.store.lift_budget_block(tenant).await.map_err(|e| e.to_string())? {
+            if block.is_some()
+                && self
+                    .store
+                    .lift_budget_block(tenant)
+                    .await
+                    .map_err(|e| e.to_string())?
+            {
                 report.unblocked.push(tenant.clone());
             }
             return Ok(());
@@ -212,8 +218,16 @@ impl BudgetRun {
             .map_err(|e| e.to_string())?;
         let timeline = PlanTimeline::from_versions(&versions)
             .map_err(|e| format!("plan {}: {e}", profile.plan))?;
-        let spend = month_spend(tenant, month, &timeline, &usage, &self.catalog, Some(budget), now)
-            .map_err(|e| e.to_string())?;
+        let spend = month_spend(
+            tenant,
+            month,
+            &timeline,
+            &usage,
+            &self.catalog,
+            Some(budget),
+            now,
+        )
+        .map_err(|e| e.to_string())?;
         let evaluation = spend.budget.ok_or_else(|| {
             format!(
                 "the budget is in {} but plan {} bills in {}",
@@ -236,8 +250,21 @@ impl BudgetRun {
             .await
             .map_err(|e| e.to_string())?
             .is_some();
-        for alert in alerts_due(tenant, month, budget, &evaluation, &existing, has_webhook, now) {
-            if self.store.create_alert(&alert).await.map_err(|e| e.to_string())? {
+        for alert in alerts_due(
+            tenant,
+            month,
+            budget,
+            &evaluation,
+            &existing,
+            has_webhook,
+            now,
+        ) {
+            if self
+                .store
+                .create_alert(&alert)
+                .await
+                .map_err(|e| e.to_string())?
+            {
                 tracing::info!(tenant = %tenant, alert = %alert.id, severity = ?alert.severity, "budget alert raised");
                 report.alerts_raised += 1;
             }

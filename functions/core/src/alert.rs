@@ -16,7 +16,7 @@ use chrono::{DateTime, Utc};
 use rust_decimal::Decimal;
 use serde::{Deserialize, Serialize};
 
-use crate::budget::{BudgetEvaluation, Budget, Forecast, Outlook, Severity, Threshold};
+use crate::budget::{Budget, BudgetEvaluation, Forecast, Outlook, Severity, Threshold};
 use crate::ids::TenantId;
 use crate::money::Currency;
 use crate::window::{Granularity, Window};
@@ -271,18 +271,42 @@ mod tests {
         let tenant = TenantId::new("acme").unwrap();
         // 85 after 9 days: 50 and 80 crossed, on track to exceed.
         let evaluation = evaluate(&budget, dec!(85), now, month);
-        let due = alerts_due(&tenant, month, &budget, &evaluation, &BTreeSet::new(), true, now);
+        let due = alerts_due(
+            &tenant,
+            month,
+            &budget,
+            &evaluation,
+            &BTreeSet::new(),
+            true,
+            now,
+        );
         let ids: Vec<&str> = due.iter().map(|a| a.id.as_str()).collect();
         assert_eq!(
             ids,
-            ["2026-11.threshold-50", "2026-11.threshold-80", "2026-11.forecast"]
+            [
+                "2026-11.threshold-50",
+                "2026-11.threshold-80",
+                "2026-11.forecast"
+            ]
         );
         assert_eq!(due[1].severity, Severity::Warning);
         assert_eq!(due[0].severity, Severity::Info);
         assert!(due.iter().all(|a| a.delivery.is_due(now)));
         let existing: BTreeSet<AlertTrigger> = due.iter().map(|a| a.trigger).collect();
         assert!(alerts_due(&tenant, month, &budget, &evaluation, &existing, true, now).is_empty());
-        let no_webhook = alerts_due(&tenant, month, &budget, &evaluation, &BTreeSet::new(), false, now);
-        assert!(no_webhook.iter().all(|a| a.delivery.status == DeliveryStatus::NoWebhook));
+        let no_webhook = alerts_due(
+            &tenant,
+            month,
+            &budget,
+            &evaluation,
+            &BTreeSet::new(),
+            false,
+            now,
+        );
+        assert!(
+            no_webhook
+                .iter()
+                .all(|a| a.delivery.status == DeliveryStatus::NoWebhook)
+        );
     }
 }

@@ -207,9 +207,7 @@ impl MonthLedger {
         let sent = self
             .sent
             .checked_add(value)
-            .ok_or(BillingError::ValueTooLarge {
-                value: whole,
-            })?;
+            .ok_or(BillingError::ValueTooLarge { value: whole })?;
         Ok((
             MonthLedger {
                 covered,
@@ -232,7 +230,12 @@ impl MonthLedger {
 /// or, when that would exceed Stripe's 100 characters, the tenant and meter replaced by
 /// the first 32 hex digits of their SHA-256. Deterministic, so a resend after a crash
 /// carries the same identifier and Stripe deduplicates it.
-pub fn event_identifier(tenant: &TenantId, meter: &MeterName, hour: Window, sequence: u32) -> String {
+pub fn event_identifier(
+    tenant: &TenantId,
+    meter: &MeterName,
+    hour: Window,
+    sequence: u32,
+) -> String {
     let readable = format!("{tenant}/{meter}/{}/{sequence}", hour.key());
     if readable.len() <= STRIPE_MAX_IDENTIFIER_LEN {
         return readable;
@@ -411,8 +414,16 @@ mod tests {
         let cases = [
             // (deltas, units per quantity, expected values)
             (vec![dec!(3), dec!(4)], dec!(1), vec![3, 4]),
-            (vec![dec!(1500), dec!(700), dec!(800)], dec!(0.001), vec![1, 1, 1]),
-            (vec![dec!(0.4), dec!(0.4), dec!(0.4)], dec!(1), vec![0, 0, 1]),
+            (
+                vec![dec!(1500), dec!(700), dec!(800)],
+                dec!(0.001),
+                vec![1, 1, 1],
+            ),
+            (
+                vec![dec!(0.4), dec!(0.4), dec!(0.4)],
+                dec!(1),
+                vec![0, 0, 1],
+            ),
             (vec![dec!(2.5), dec!(-1), dec!(2)], dec!(1), vec![2, 0, 1]),
             (vec![dec!(1.25)], dec!(1000), vec![1250]),
         ];

@@ -449,7 +449,9 @@ pub fn newly_crossed(
 /// base fee, usage priced in tiers) use [`forecast_with`] and the invoice of the projected
 /// usage instead.
 pub fn forecast(budget: &Budget, spent: Decimal, now: DateTime<Utc>, month: Window) -> Forecast {
-    forecast_with(budget, spent, now, month, |at| linear_spend(spent, now, month, at))
+    forecast_with(budget, spent, now, month, |at| {
+        linear_spend(spent, now, month, at)
+    })
 }
 
 /// The spend at `at` if it grows linearly from the start of `month` at the pace so far.
@@ -460,7 +462,11 @@ fn linear_spend(spent: Decimal, now: DateTime<Utc>, month: Window, at: DateTime<
     spent
         .checked_mul(until)
         .and_then(|s| s.checked_div(elapsed))
-        .or_else(|| spent.checked_div(elapsed).and_then(|r| r.checked_mul(until)))
+        .or_else(|| {
+            spent
+                .checked_div(elapsed)
+                .and_then(|r| r.checked_mul(until))
+        })
         .unwrap_or(Decimal::MAX)
 }
 
@@ -515,7 +521,9 @@ pub fn evaluate(
     now: DateTime<Utc>,
     month: Window,
 ) -> BudgetEvaluation {
-    evaluate_with(budget, spent, now, month, |at| linear_spend(spent, now, month, at))
+    evaluate_with(budget, spent, now, month, |at| {
+        linear_spend(spent, now, month, at)
+    })
 }
 
 /// [`evaluate`] with the spend projected by `spend_at` (see [`forecast_with`]).

@@ -76,7 +76,11 @@ pub fn project_to(
         return quantity;
     }
     let period_seconds = period.duration().num_seconds().max(1);
-    let elapsed = Decimal::from((now - period.start()).num_seconds().clamp(1, period_seconds));
+    let elapsed = Decimal::from(
+        (now - period.start())
+            .num_seconds()
+            .clamp(1, period_seconds),
+    );
     let total = Decimal::from((at - period.start()).num_seconds().clamp(0, period_seconds));
     quantity
         .checked_mul(total)

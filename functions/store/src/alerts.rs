@@ -111,7 +111,10 @@ impl DynamoDbStore {
     pub async fn create_alert(&self, alert: &Alert) -> Result<bool, StoreError> {
         let sk = alert_sort(&alert.id)?;
         let item: Item = HashMap::from([
-            (PK.to_owned(), AttributeValue::S(keys::tenant(&alert.tenant))),
+            (
+                PK.to_owned(),
+                AttributeValue::S(keys::tenant(&alert.tenant)),
+            ),
             (SK.to_owned(), AttributeValue::S(sk.clone())),
             (DOC.to_owned(), AttributeValue::S(json(&sk, alert)?)),
             (
@@ -284,8 +287,14 @@ impl DynamoDbStore {
         tenant: &TenantId,
         webhook: &WebhookEndpoint,
     ) -> Result<(), StoreError> {
-        self.put_doc(keys::tenant(tenant), WEBHOOK, webhook, None, WriteMode::Upsert)
-            .await
+        self.put_doc(
+            keys::tenant(tenant),
+            WEBHOOK,
+            webhook,
+            None,
+            WriteMode::Upsert,
+        )
+        .await
     }
 
     /// `tenant`'s webhook, if one is set.
@@ -312,7 +321,8 @@ impl DynamoDbStore {
 
     /// Takes `tenant` off the budget block list; `false` if it was not on it.
     pub async fn lift_budget_block(&self, tenant: &TenantId) -> Result<bool, StoreError> {
-        self.delete_item(BLOCKS.to_owned(), &keys::tenant(tenant)).await
+        self.delete_item(BLOCKS.to_owned(), &keys::tenant(tenant))
+            .await
     }
 
     /// Every tenant on the budget block list, whatever the month (the reader decides

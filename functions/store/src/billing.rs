@@ -17,15 +17,15 @@ use std::collections::HashMap;
 
 use aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError;
 use aws_sdk_dynamodb::types::{AttributeValue, Put, TransactWriteItem};
+use chrono::{DateTime, Utc};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
-use chrono::{DateTime, Utc};
 use tollgate_core::billing::{EventStatus, LedgerEvent, MeterLedger, Reconciliation};
+use tollgate_core::ids::{MeterName, TenantId};
+use tollgate_core::invoice::Statement;
 use tollgate_core::meter::MeterCatalog;
 use tollgate_core::usage::quantities_by_meter;
 use tollgate_core::window::Granularity;
-use tollgate_core::ids::{MeterName, TenantId};
-use tollgate_core::invoice::Statement;
 use tollgate_core::window::Window;
 
 use crate::DynamoDbStore;
@@ -169,7 +169,10 @@ impl DynamoDbStore {
     ) -> Result<TransactWriteItem, StoreError> {
         let sk = event_sort(&event.meter, event.hour, event.sequence);
         let item: Item = HashMap::from([
-            (PK.to_owned(), AttributeValue::S(keys::tenant(&event.tenant))),
+            (
+                PK.to_owned(),
+                AttributeValue::S(keys::tenant(&event.tenant)),
+            ),
             (SK.to_owned(), AttributeValue::S(sk.clone())),
             (DOC.to_owned(), AttributeValue::S(json(&sk, event)?)),
             (
@@ -186,7 +189,10 @@ impl DynamoDbStore {
             Some(status) => put
                 .condition_expression("attribute_exists(#pk) AND #st = :was")
                 .expression_attribute_names("#st", STATUS)
-                .expression_attribute_values(":was", AttributeValue::S(status_name(status).to_owned())),
+                .expression_attribute_values(
+                    ":was",
+                    AttributeValue::S(status_name(status).to_owned()),
+                ),
         };
         let put = put
             .build()
@@ -207,7 +213,10 @@ impl DynamoDbStore {
             .ok_or_else(|| StoreError::InvalidBatch(format!("{}: no month", event.hour)))?;
         let sk = month_sort(&event.meter, month);
         let item: Item = HashMap::from([
-            (PK.to_owned(), AttributeValue::S(keys::tenant(&event.tenant))),
+            (
+                PK.to_owned(),
+                AttributeValue::S(keys::tenant(&event.tenant)),
+            ),
             (SK.to_owned(), AttributeValue::S(sk.clone())),
             (DOC.to_owned(), AttributeValue::S(json(&sk, after)?)),
             (
@@ -215,12 +224,11 @@ impl DynamoDbStore {
                 AttributeValue::N(after.version.to_string()),
             ),
         ]);
-        let put = Put::builder()
-            .table_name(&self.table)
-            .set_item(Some(item))
-            .expression_attribute_names("#pk", PK);
+        let put = Put::builder().table_name(&self.table).set_item(Some(item));
         let put = match expected {
-            None => put.condition_expression("attribute_not_exists(#pk)"),
+            None => put
+                .condition_expression("attribute_not_exists(#pk)")
+                .expression_attribute_names("#pk", PK),
             Some(version) => put
                 .condition_expression("#ver = :ver")
                 .expression_attribute_names("#ver", VERSION)
