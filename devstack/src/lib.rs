@@ -14,6 +14,8 @@
 //!   virtualenv, for SQS. Needs Python 3 with `venv`.
 //! - [`stripe::StripeStandIn`]: an in-process stand-in for Stripe's meter-event endpoint
 //!   (Stripe has no local server), with faults on cue.
+//! - [`webhook::WebhookReceiver`]: a tenant's webhook endpoint on loopback that verifies
+//!   every `Tollgate-Signature` and answers scripted statuses.
 //!
 //! # The watchdog
 //!
@@ -65,6 +67,7 @@ mod running;
 mod sqs;
 pub mod stripe;
 mod testing;
+pub mod webhook;
 
 pub use cache::{CACHE_DIR_ENV, cache_dir};
 pub use dynamodb::{DYNAMODB_LOCAL_NPM_PACKAGE, DYNAMODB_LOCAL_NPM_VERSION, DynamoDbLocal};

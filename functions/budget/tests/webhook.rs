@@ -4,162 +4,26 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-use std::convert::Infallible;
 use std::io::Write as _;
-use std::net::{Ipv4Addr, SocketAddr};
+use std::net::Ipv4Addr;
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use chrono::{DateTime, TimeDelta, Utc};
-use http_body_util::{BodyExt, Full};
-use hyper::body::{Bytes, Incoming};
-use hyper::server::conn::http1;
-use hyper::service::service_fn;
-use hyper::{Request, Response, StatusCode};
-use hyper_util::rt::TokioIo;
+use hyper::StatusCode;
 use tokio::net::TcpListener;
-use tokio::task::{JoinHandle, JoinSet};
 use tollgate_budget::webhook::{DeliveryError, USER_AGENT_VALUE, UrlError, WebhookClient};
-use tollgate_core::webhook::{
-    DEFAULT_TOLERANCE, SIGNATURE_HEADER, SignatureError, WEBHOOK_ID_HEADER, WebhookSecret, sign,
-    verify,
-};
+use tollgate_core::webhook::{SignatureError, WebhookSecret, sign};
+use tollgate_devstack::webhook::WebhookReceiver;
 
 const BODY: &[u8] = br#"{"id":"2026-11.threshold-80","tenant":"acme","severity":"warning"}"#;
 
-/// One request as the receiver saw it.
-#[derive(Debug, Clone)]
-struct Received {
-    path: String,
-    content_type: Option<String>,
-    user_agent: Option<String>,
-    webhook_id: Option<String>,
-    body: Bytes,
-    verified: Result<(), SignatureError>,
-}
-
-/// How the receiver answers.
-#[derive(Debug, Clone, Copy)]
-struct Behaviour {
-    status: StatusCode,
-    delay: Duration,
-}
-
-/// A webhook receiver on `127.0.0.1:<free port>`; stops when dropped.
-struct Receiver {
-    addr: SocketAddr,
-    received: Arc<Mutex<Vec<Received>>>,
-    accept_loop: JoinHandle<()>,
-}
-
-impl Receiver {
-    async fn start(secret: WebhookSecret, behaviour: Behaviour) -> Receiver {
-        let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        let received = Arc::new(Mutex::new(Vec::new()));
-        let accept_loop = tokio::spawn(accept_loop(
-            listener,
-            Arc::new(secret),
-            behaviour,
-            received.clone(),
-        ));
-        Receiver {
-            addr,
-            received,
-            accept_loop,
-        }
-    }
-
-    fn url(&self, path: &str) -> String {
-        format!("http://{}{path}", self.addr)
-    }
-
-    fn received(&self) -> Vec<Received> {
-        self.received.lock().unwrap().clone()
-    }
-}
-
-impl Drop for Receiver {
-    fn drop(&mut self) {
-        self.accept_loop.abort();
-    }
-}
-
-async fn accept_loop(
-    listener: TcpListener,
-    secret: Arc<WebhookSecret>,
-    behaviour: Behaviour,
-    received: Arc<Mutex<Vec<Received>>>,
-) {
-    let mut connections = JoinSet::new();
-    loop {
-        tokio::select! {
-            Ok((stream, _)) = listener.accept() => {
-                let (secret, received) = (secret.clone(), received.clone());
-                connections.spawn(async move {
-                    let service = service_fn(move |request| {
-                        receive(request, secret.clone(), behaviour, received.clone())
-                    });
-                    let _ = http1::Builder::new()
-                        .serve_connection(TokioIo::new(stream), service)
-                        .await;
-                });
-            }
-            Some(_) = connections.join_next(), if !connections.is_empty() => {}
-        }
-    }
-}
-
-async fn receive(
-    request: Request<Incoming>,
-    secret: Arc<WebhookSecret>,
-    behaviour: Behaviour,
-    received: Arc<Mutex<Vec<Received>>>,
-) -> Result<Response<Full<Bytes>>, Infallible> {
-    let header = |name: &str| {
-        request
-            .headers()
-            .get(name)
-            .and_then(|v| v.to_str().ok())
-            .map(str::to_owned)
-    };
-    let path = request.uri().path().to_owned();
-    let content_type = header("content-type");
-    let user_agent = header("user-agent");
-    let webhook_id = header(WEBHOOK_ID_HEADER);
-    let signature = header(SIGNATURE_HEADER).unwrap_or_default();
-    let body = request.into_body().collect().await.unwrap().to_bytes();
-    let verified = verify(&secret, &signature, &body, Utc::now(), DEFAULT_TOLERANCE);
-    received.lock().unwrap().push(Received {
-        path,
-        content_type,
-        user_agent,
-        webhook_id,
-        body,
-        verified,
-    });
-    tokio::time::sleep(behaviour.delay).await;
-    let mut response = Response::new(Full::new(Bytes::from_static(b"{}")));
-    *response.status_mut() = if verified.is_ok() {
-        behaviour.status
-    } else {
-        StatusCode::UNAUTHORIZED
-    };
-    if behaviour.status.is_redirection() {
-        response
-            .headers_mut()
-            .insert("location", "/redirected".parse().unwrap());
-    }
-    Ok(response)
-}
-
-fn answering(status: u16) -> Behaviour {
-    Behaviour {
-        status: StatusCode::from_u16(status).unwrap(),
-        delay: Duration::ZERO,
-    }
+/// A verifying receiver answering `status`.
+async fn receiver(status: u16) -> WebhookReceiver {
+    let receiver = WebhookReceiver::start(secret()).await.unwrap();
+    receiver.answer_with(StatusCode::from_u16(status).unwrap());
+    receiver
 }
 
 fn secret() -> WebhookSecret {
@@ -172,7 +36,7 @@ fn client() -> WebhookClient {
 
 #[tokio::test]
 async fn a_2xx_answer_is_a_delivery_the_receiver_verified() {
-    let receiver = Receiver::start(secret(), answering(204)).await;
+    let receiver = receiver(204).await;
 
     let delivered = client()
         .deliver(
@@ -200,7 +64,7 @@ async fn a_2xx_answer_is_a_delivery_the_receiver_verified() {
 
 #[tokio::test]
 async fn a_receiver_with_another_secret_refuses_and_that_is_not_retried() {
-    let receiver = Receiver::start(secret(), answering(200)).await;
+    let receiver = receiver(200).await;
     let other = WebhookSecret::from_random_bytes([1; 32]);
 
     let err = client()
@@ -221,7 +85,7 @@ async fn a_receiver_with_another_secret_refuses_and_that_is_not_retried() {
 
 #[tokio::test]
 async fn a_500_answer_is_retryable() {
-    let receiver = Receiver::start(secret(), answering(500)).await;
+    let receiver = receiver(500).await;
 
     let err = client()
         .deliver(&receiver.url("/"), &secret(), "a", BODY, Utc::now())
@@ -239,7 +103,7 @@ async fn a_500_answer_is_retryable() {
 
 #[tokio::test]
 async fn a_429_answer_is_retryable() {
-    let receiver = Receiver::start(secret(), answering(429)).await;
+    let receiver = receiver(429).await;
 
     let err = client()
         .deliver(&receiver.url("/"), &secret(), "a", BODY, Utc::now())
@@ -251,7 +115,7 @@ async fn a_429_answer_is_retryable() {
 
 #[tokio::test]
 async fn a_400_answer_is_reported_and_not_retryable() {
-    let receiver = Receiver::start(secret(), answering(400)).await;
+    let receiver = receiver(400).await;
 
     let err = client()
         .deliver(&receiver.url("/"), &secret(), "a", BODY, Utc::now())
@@ -268,7 +132,7 @@ async fn a_400_answer_is_reported_and_not_retryable() {
 
 #[tokio::test]
 async fn redirects_are_not_followed() {
-    let receiver = Receiver::start(secret(), answering(307)).await;
+    let receiver = receiver(307).await;
 
     let err = client()
         .deliver(&receiver.url("/hook"), &secret(), "a", BODY, Utc::now())
@@ -283,11 +147,8 @@ async fn redirects_are_not_followed() {
 
 #[tokio::test]
 async fn a_receiver_slower_than_the_timeout_is_a_retryable_timeout() {
-    let slow = Behaviour {
-        status: StatusCode::OK,
-        delay: Duration::from_secs(5),
-    };
-    let receiver = Receiver::start(secret(), slow).await;
+    let receiver = receiver(200).await;
+    receiver.set_delay(Duration::from_secs(5));
     let client = client().with_timeout(Duration::from_millis(300));
 
     let started = std::time::Instant::now();
