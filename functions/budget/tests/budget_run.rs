@@ -328,7 +328,7 @@ async fn the_hard_limit_blocks_until_the_budget_is_raised_or_the_month_ends() {
     use_requests(&store, "globex", at("2026-11-14T09:00:00Z"), 9_000, "g1").await;
 
     let report = job(&store).run(now, deadline()).await.unwrap();
-    assert_eq!(report.blocked, [acme.clone()], "globex has no hard limit");
+    assert_eq!(report.blocked, std::slice::from_ref(&acme), "globex has no hard limit");
     let blocks = store.budget_blocks().await.unwrap();
     assert_eq!(blocks.len(), 1);
     assert_eq!(blocks[0].month, Window::containing(Granularity::Month, now));
@@ -359,7 +359,7 @@ async fn the_hard_limit_blocks_until_the_budget_is_raised_or_the_month_ends() {
         .run(now + Duration::minutes(10), deadline())
         .await
         .unwrap();
-    assert_eq!(raised.unblocked, [acme.clone()]);
+    assert_eq!(raised.unblocked, std::slice::from_ref(&acme));
     assert!(store.budget_blocks().await.unwrap().is_empty());
 
     // Used up again, then a new month: the old month's block is lifted.
