@@ -3,17 +3,24 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // tests fail by panicking
 
+use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 
 use aws_lambda_events::lambda_function_urls::LambdaFunctionUrlRequest;
 use aws_lambda_events::sqs::SqsEvent;
 use chrono::{DateTime, Duration, Utc};
 use serde_json::Value;
+use tollgate_billing_sync::SyncRequest;
+use tollgate_budget::BudgetRequest;
+use tollgate_budget::run::AlertNotification;
+use tollgate_core::alert::{Alert, alerts_due};
+use tollgate_core::budget::{Budget, evaluate};
 use tollgate_core::edge_snapshot::{BlockReason, EdgeSnapshot};
 use tollgate_core::event::UsageEvent;
 use tollgate_core::message::{EdgeBatch, parse_message};
 use tollgate_core::meter::MeterCatalog;
 use tollgate_core::window::EventTimePolicy;
+use tollgate_core::window::{Granularity, Window};
 use tollgate_rollup::RollupRequest;
 
 fn events_dir() -> PathBuf {
@@ -209,4 +216,59 @@ fn the_usage_api_trigger_sample_is_a_function_url_request() {
     let request: LambdaFunctionUrlRequest = serde_json::from_value(sample).unwrap();
     assert_eq!(request.raw_path.as_deref(), Some("/v1/usage"));
     assert_eq!(request.request_context.http.method.as_deref(), Some("GET"));
+}
+
+#[test]
+fn the_budget_and_billing_sync_trigger_samples_match_their_schema_and_request_types() {
+    for (path, parse) in [
+        (
+            "samples/triggers/budget-schedule.json",
+            (|v: Value| serde_json::from_value::<BudgetRequest>(v).map(|_| ()))
+                as fn(Value) -> Result<(), serde_json::Error>,
+        ),
+        ("samples/triggers/billing-sync-schedule.json", |v: Value| {
+            serde_json::from_value::<SyncRequest>(v).map(|_| ())
+        }),
+    ] {
+        let sample = json(path);
+        validate("schemas/scheduled-request.schema.json", &sample).unwrap();
+        parse(sample).unwrap_or_else(|e| panic!("{path}: {e}"));
+    }
+}
+
+/// The webhook body the budget function sends: generated here from a real alert, checked
+/// against its schema, and the documented sample is the same shape.
+#[test]
+fn budget_alert_webhooks_match_their_schema_and_sample() {
+    let budget: Budget = serde_json::from_value(serde_json::json!(
+        {"monthlyAmount": "100", "currency": "USD", "hardLimit": true}
+    ))
+    .unwrap();
+    let now = DateTime::parse_from_rfc3339("2026-11-10T12:00:00Z")
+        .unwrap()
+        .to_utc();
+    let month = Window::containing(Granularity::Month, now);
+    let evaluation = evaluate(&budget, "85".parse().unwrap(), now, month);
+    let tenant = tollgate_core::ids::TenantId::new("acme").unwrap();
+    let alerts = alerts_due(
+        &tenant,
+        month,
+        &budget,
+        &evaluation,
+        &BTreeSet::new(),
+        true,
+        now,
+    );
+    assert_eq!(alerts.len(), 3);
+    for alert in &alerts {
+        let body = serde_json::to_value(AlertNotification::of(alert)).unwrap();
+        validate("schemas/budget-alert-webhook.schema.json", &body).unwrap();
+    }
+    let sample = json("samples/budget-alert-webhook.json");
+    validate("schemas/budget-alert-webhook.schema.json", &sample).unwrap();
+    let alert: Alert = serde_json::from_value(sample["alert"].clone()).unwrap();
+    assert_eq!(
+        serde_json::to_value(AlertNotification::of(&alert)).unwrap(),
+        sample
+    );
 }
