@@ -328,7 +328,11 @@ async fn the_hard_limit_blocks_until_the_budget_is_raised_or_the_month_ends() {
     use_requests(&store, "globex", at("2026-11-14T09:00:00Z"), 9_000, "g1").await;
 
     let report = job(&store).run(now, deadline()).await.unwrap();
-    assert_eq!(report.blocked, std::slice::from_ref(&acme), "globex has no hard limit");
+    assert_eq!(
+        report.blocked,
+        std::slice::from_ref(&acme),
+        "globex has no hard limit"
+    );
     let blocks = store.budget_blocks().await.unwrap();
     assert_eq!(blocks.len(), 1);
     assert_eq!(blocks[0].month, Window::containing(Granularity::Month, now));
