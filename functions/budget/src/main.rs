@@ -29,8 +29,11 @@ async fn main() -> Result<(), lambda_runtime::Error> {
     let job = configure().await?;
     let job = &job;
     lambda_runtime::run(service_fn(move |event: LambdaEvent<Value>| async move {
-        let request: BudgetRequest = serde_json::from_value(event.payload)
-            .map_err(|e| anyhow::anyhow!("the schedule's payload is not a budget request: {e}"))?;
+        let request = BudgetRequest::from_trigger(event.payload).map_err(|e| {
+            anyhow::anyhow!(
+                "the payload is neither a schedule's {{\"scheduledTime\"}} nor a rollup's destination record: {e}"
+            )
+        })?;
         let remaining = event
             .context
             .deadline()
