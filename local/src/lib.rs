@@ -1,8 +1,8 @@
 //! Runs tollgate's Lambda functions locally, as the real binaries, invoked the way AWS
 //! invokes them.
 //!
-//! The function crates (`ingest`, `rollup`, `usage-api`) are `lambda_runtime` /
-//! `lambda_http` binaries. Their logic is unit-tested with handlers called directly; what
+//! The function crates (`ingest`, `rollup`, `usage-api`, `budget`, `billing-sync`) are
+//! `lambda_runtime` / `lambda_http` binaries. Their logic is unit-tested with handlers called directly; what
 //! only a run of the binary shows is everything around the handler: configuration from
 //! the environment, the event shapes AWS sends, partial batch failures, retries and the
 //! dead-letter queue, timeouts, crashes. This crate provides the AWS side of that, on
@@ -15,7 +15,7 @@
 //! | [`Scheduler`] | `scheduler` | an EventBridge Scheduler rate schedule with an input template |
 //! | [`FunctionUrl`] | `function_url` | a Lambda Function URL (payload format 2.0) |
 //! | [`create_queue_with_dlq`], [`local_sqs_client`] | `queues` | the queue and DLQ of the SAM template |
-//! | [`LocalStack`] | `stack` | the whole deployment: emulators, queues, table and the three functions wired together |
+//! | [`LocalStack`] | `stack` | the whole deployment: emulators, queues, table, a Stripe stand-in and the five functions wired together |
 //!
 //! SQS itself is moto, from `tollgate-devstack`; DynamoDB is DynamoDB Local.
 //!
@@ -77,4 +77,6 @@ pub use sqs_mapping::{
     DEFAULT_MAX_CONCURRENCY, MAX_BATCH_SIZE, MAX_BATCHING_WINDOW, MappingError, MappingMetrics,
     SqsMapping, SqsMappingConfig,
 };
-pub use stack::{FUNCTION_BINARIES, LocalStack, StackConfig, StackError, build_functions};
+pub use stack::{
+    FUNCTION_BINARIES, LOCAL_STRIPE_KEY, LocalStack, StackConfig, StackError, build_functions,
+};

@@ -1,6 +1,7 @@
 //! The whole pipeline on one machine: DynamoDB Local, the SQS emulator with the usage
-//! queue and its DLQ, and the real `ingest`, `rollup` and `usage-api` binaries behind an
-//! SQS event source mapping, a schedule and a Function URL.
+//! queue and its DLQ, a Stripe stand-in, and the real `ingest`, `rollup`, `usage-api`,
+//! `budget` and `billing-sync` binaries behind an SQS event source mapping, schedules and
+//! a Function URL.
 //!
 //! `cargo xtask demo` and the end-to-end tests start it through [`LocalStack::start`], so
 //! both exercise exactly what a deployment runs, minus AWS.
@@ -13,6 +14,7 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use serde_json::{Value, json};
 use thiserror::Error;
+use tollgate_devstack::stripe::{StandInConfig, StripeStandIn};
 use tollgate_devstack::{DynamoDbLocal, RunningDynamoDbLocal, RunningSqsServer, SqsServer};
 use tollgate_store::DynamoDbStore;
 
@@ -22,7 +24,25 @@ use crate::{
 };
 
 /// The function binaries the stack runs.
-pub const FUNCTION_BINARIES: [&str; 3] = ["ingest", "rollup", "usage-api"];
+pub const FUNCTION_BINARIES: [&str; 5] =
+    ["ingest", "rollup", "usage-api", "budget", "billing-sync"];
+
+/// The packages holding [`FUNCTION_BINARIES`], in the same order.
+const FUNCTION_PACKAGES: [&str; 5] = [
+    "tollgate-ingest",
+    "tollgate-rollup",
+    "tollgate-usage-api",
+    "tollgate-budget",
+    "tollgate-billing-sync",
+];
+
+/// The Stripe stand-in's secret key: a test-mode key, so billing-sync paces itself at
+/// Stripe's test-mode rate.
+pub const LOCAL_STRIPE_KEY: &str = "sk_test_tollgate_local";
+
+/// Timeout of the scheduled jobs: each stops taking tenants when less than its safety
+/// margin (20 s for budget, 30 s for billing-sync) is left, so they need more than that.
+const SCHEDULED_JOB_TIMEOUT: Duration = Duration::from_secs(120);
 
 /// A step of starting the stack failed.
 #[derive(Debug, Error)]
@@ -58,6 +78,10 @@ pub struct StackConfig {
     pub function_timeout: Duration,
     /// Run the rollup on this interval; `None` to run it only on demand.
     pub rollup_every: Option<Duration>,
+    /// Run the budget job on this interval; `None` to run it only on demand.
+    pub budget_every: Option<Duration>,
+    /// Run billing-sync on this interval; `None` to run it only on demand.
+    pub billing_sync_every: Option<Duration>,
     /// Late-event horizon given to ingest (hours).
     pub late_horizon_hours: Option<u32>,
     /// `RUST_LOG` for the function processes (otherwise they inherit ours).
@@ -80,6 +104,8 @@ impl StackConfig {
             visibility_timeout: Duration::from_secs(60),
             function_timeout: Duration::from_secs(30),
             rollup_every: None,
+            budget_every: None,
+            billing_sync_every: None,
             late_horizon_hours: None,
             function_log: None,
         }
@@ -98,9 +124,14 @@ pub struct LocalStack {
     pub ingest: Arc<LocalFunction>,
     pub rollup: Arc<LocalFunction>,
     pub usage_api: Arc<LocalFunction>,
+    pub budget: Arc<LocalFunction>,
+    pub billing_sync: Arc<LocalFunction>,
+    /// The Stripe that billing-sync reports to (`TOLLGATE_STRIPE_API_BASE`), with
+    /// everything it was sent.
+    pub stripe: StripeStandIn,
     url: FunctionUrl,
     mapping: Option<SqsMapping>,
-    schedule: Option<RunningSchedule>,
+    schedules: Vec<RunningSchedule>,
     _sqs_server: RunningSqsServer,
     _dynamodb: RunningDynamoDbLocal,
 }
@@ -153,10 +184,23 @@ impl LocalStack {
         if let Some(hours) = config.late_horizon_hours {
             env.push(("TOLLGATE_LATE_HORIZON_HOURS".to_owned(), hours.to_string()));
         }
-        let start = |name: &'static str, instances: usize| {
+        let stripe =
+            StripeStandIn::start(StandInConfig::new(LOCAL_STRIPE_KEY).requiring_identifier())
+                .await
+                .map_err(step("Stripe stand-in"))?;
+        let mut billing_env = env.clone();
+        billing_env.push((
+            "TOLLGATE_STRIPE_SECRET_KEY".to_owned(),
+            LOCAL_STRIPE_KEY.to_owned(),
+        ));
+        billing_env.push(("TOLLGATE_STRIPE_API_BASE".to_owned(), stripe.url()));
+        let start = |name: &'static str,
+                     instances: usize,
+                     env: Vec<(String, String)>,
+                     timeout: Duration| {
             let spec = FunctionSpec::new(name, config.binaries.join(name))
-                .with_env(env.clone())
-                .with_timeout(config.function_timeout)
+                .with_env(env)
+                .with_timeout(timeout)
                 .with_max_instances(instances);
             async move {
                 LocalFunction::start_with(spec)
@@ -165,9 +209,13 @@ impl LocalStack {
                     .map_err(step(name))
             }
         };
-        let ingest = start("ingest", config.max_concurrency).await?;
-        let rollup = start("rollup", 1).await?;
-        let usage_api = start("usage-api", 2).await?;
+        let timeout = config.function_timeout;
+        let ingest = start("ingest", config.max_concurrency, env.clone(), timeout).await?;
+        let rollup = start("rollup", 1, env.clone(), timeout).await?;
+        let usage_api = start("usage-api", 2, env.clone(), timeout).await?;
+        // One instance each, so an explicit run waits for a scheduled one in progress.
+        let budget = start("budget", 1, env, SCHEDULED_JOB_TIMEOUT).await?;
+        let billing_sync = start("billing-sync", 1, billing_env, SCHEDULED_JOB_TIMEOUT).await?;
         let mapping = SqsMapping::start(
             sqs.clone(),
             Arc::clone(&ingest),
@@ -178,14 +226,20 @@ impl LocalStack {
         )
         .await
         .map_err(step("event source mapping"))?;
-        let schedule = match config.rollup_every {
-            Some(every) => Some(
-                Scheduler::new(Arc::clone(&rollup), json!({}))
-                    .and_then(|s| s.every(every))
-                    .map_err(step("rollup schedule"))?,
-            ),
-            None => None,
-        };
+        let mut schedules = Vec::new();
+        for (function, every) in [
+            (&rollup, config.rollup_every),
+            (&budget, config.budget_every),
+            (&billing_sync, config.billing_sync_every),
+        ] {
+            if let Some(every) = every {
+                schedules.push(
+                    Scheduler::new(Arc::clone(function), json!({}))
+                        .and_then(|s| s.every(every))
+                        .map_err(step("schedules"))?,
+                );
+            }
+        }
         let url = FunctionUrl::start(Arc::clone(&usage_api))
             .await
             .map_err(step("Function URL"))?;
@@ -199,9 +253,12 @@ impl LocalStack {
             ingest,
             rollup,
             usage_api,
+            budget,
+            billing_sync,
+            stripe,
             url,
             mapping: Some(mapping),
-            schedule,
+            schedules,
             _sqs_server: sqs_server,
             _dynamodb: dynamodb,
         })
@@ -214,14 +271,18 @@ impl LocalStack {
 
     /// Runs the rollup once, with the payload the schedule would send at `at`.
     pub async fn run_rollup(&self, at: DateTime<Utc>) -> Result<Value, InvokeError> {
-        let scheduler = Scheduler::new(Arc::clone(&self.rollup), json!({}));
-        match scheduler {
-            Ok(scheduler) => scheduler.run_once(at).await,
-            Err(e) => Err(InvokeError::InvalidResponse {
-                function: "rollup".to_owned(),
-                text: e.to_string(),
-            }),
-        }
+        run_scheduled(&self.rollup, at).await
+    }
+
+    /// Runs the budget job once, as its schedule would at `at`; the reply is its report.
+    pub async fn run_budget(&self, at: DateTime<Utc>) -> Result<Value, InvokeError> {
+        run_scheduled(&self.budget, at).await
+    }
+
+    /// Runs billing-sync once, as its schedule would at `at`; the reply is its
+    /// `SyncReport`.
+    pub async fn run_billing_sync(&self, at: DateTime<Utc>) -> Result<Value, InvokeError> {
+        run_scheduled(&self.billing_sync, at).await
     }
 
     /// The event source mapping's counters.
@@ -232,9 +293,9 @@ impl LocalStack {
             .unwrap_or_default()
     }
 
-    /// Stops polling (letting batches in hand finish), the schedule, and everything else.
+    /// Stops polling (letting batches in hand finish), the schedules, and everything else.
     pub async fn stop(mut self) {
-        if let Some(schedule) = self.schedule.take() {
+        for schedule in self.schedules.drain(..) {
             schedule.stop();
         }
         if let Some(mapping) = self.mapping.take() {
@@ -243,23 +304,31 @@ impl LocalStack {
     }
 }
 
+/// Invokes `function` with the payload its schedule would send at `at`.
+async fn run_scheduled(
+    function: &Arc<LocalFunction>,
+    at: DateTime<Utc>,
+) -> Result<Value, InvokeError> {
+    match Scheduler::new(Arc::clone(function), json!({})) {
+        Ok(scheduler) => scheduler.run_once(at).await,
+        Err(e) => Err(InvokeError::InvalidResponse {
+            function: function.name().to_owned(),
+            text: e.to_string(),
+        }),
+    }
+}
+
 /// Builds the function binaries (debug profile) with the cargo that runs us, and returns
 /// the directory they are in.
 pub fn build_functions(workspace: &Path) -> Result<PathBuf, StackError> {
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned());
-    let status = Command::new(cargo)
-        .current_dir(workspace)
-        .args([
-            "build",
-            "--quiet",
-            "-p",
-            "tollgate-ingest",
-            "-p",
-            "tollgate-rollup",
-            "-p",
-            "tollgate-usage-api",
-            "--bins",
-        ])
+    let mut command = Command::new(cargo);
+    command.current_dir(workspace).args(["build", "--quiet"]);
+    for package in FUNCTION_PACKAGES {
+        command.args(["-p", package]);
+    }
+    let status = command
+        .arg("--bins")
         .status()
         .map_err(step("cargo build"))?;
     if !status.success() {
