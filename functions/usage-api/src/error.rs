@@ -23,6 +23,10 @@ pub enum ApiError {
     /// The resource does not exist, or belongs to another tenant (the two look the same).
     #[error("{what} not found")]
     NotFound { what: &'static str },
+    /// The tenant has no such resource: a 404 whose `code` says which (`no_budget`,
+    /// `no_statement`…), so clients can tell "not set yet" from a wrong path.
+    #[error("{message}")]
+    Absent { code: &'static str, message: String },
     #[error("no route matches {path}")]
     NoRoute { path: String },
     #[error("{method} is not allowed here; allowed: {}", .allowed.join(", "))]
@@ -54,6 +58,13 @@ impl ApiError {
         }
     }
 
+    pub fn absent(code: &'static str, message: impl Into<String>) -> ApiError {
+        ApiError::Absent {
+            code,
+            message: message.into(),
+        }
+    }
+
     pub fn internal(source: impl std::error::Error + Send + Sync + 'static) -> ApiError {
         ApiError::Internal(Box::new(source))
     }
@@ -63,7 +74,9 @@ impl ApiError {
         match self {
             ApiError::Unauthorized => StatusCode::UNAUTHORIZED,
             ApiError::Forbidden => StatusCode::FORBIDDEN,
-            ApiError::NotFound { .. } | ApiError::NoRoute { .. } => StatusCode::NOT_FOUND,
+            ApiError::NotFound { .. } | ApiError::NoRoute { .. } | ApiError::Absent { .. } => {
+                StatusCode::NOT_FOUND
+            }
             ApiError::MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,
             ApiError::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::BadRequest { .. } => StatusCode::BAD_REQUEST,
@@ -82,7 +95,9 @@ impl ApiError {
             ApiError::NoRoute { .. } => "no_such_route",
             ApiError::MethodNotAllowed { .. } => "method_not_allowed",
             ApiError::PayloadTooLarge { .. } => "payload_too_large",
-            ApiError::BadRequest { code, .. } | ApiError::Conflict { code, .. } => code,
+            ApiError::BadRequest { code, .. }
+            | ApiError::Conflict { code, .. }
+            | ApiError::Absent { code, .. } => code,
             ApiError::QueueUnavailable => "queue_unavailable",
             ApiError::Internal(_) => "internal",
         }

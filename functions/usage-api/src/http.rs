@@ -113,6 +113,14 @@ pub fn ok<T: Serialize>(value: &T) -> Result<Response<Body>, ApiError> {
     json(StatusCode::OK, value)
 }
 
+/// A `204 No Content` reply.
+pub fn no_content() -> Result<Response<Body>, ApiError> {
+    Response::builder()
+        .status(StatusCode::NO_CONTENT)
+        .body(Body::Empty)
+        .map_err(ApiError::internal)
+}
+
 /// A CSV reply offered as a download named `filename`.
 pub fn csv(text: String, filename: &str) -> Result<Response<Body>, ApiError> {
     Response::builder()

@@ -1,8 +1,10 @@
 //! # tollgate-usage-api
 //!
 //! The tenant usage API: a Lambda behind a Function URL. Tenants read their usage, quotas,
-//! prices, estimates, forecasts and invoice previews, export usage as CSV and submit
-//! usage events; admins manage tenants, plans and keys and inspect rejected messages.
+//! prices, estimates, forecasts and invoice previews, set their budget, read and
+//! acknowledge budget alerts, read their month statements, export usage as CSV and submit
+//! usage events; admins manage tenants, plans, keys and alert webhooks, reconcile the
+//! Stripe ledger and inspect rejected messages.
 //! Every route is listed in [`router::ROUTES`] and described by the OpenAPI 3.1 document
 //! served at `GET /v1/openapi.json` (`openapi.json` in this crate).
 //!

@@ -9,14 +9,18 @@
 use std::future::Future;
 
 use chrono::{DateTime, Utc};
+use tollgate_core::alert::{Alert, AlertId};
+use tollgate_core::billing::Reconciliation;
 use tollgate_core::budget::Budget;
 use tollgate_core::ids::{PlanName, TenantId};
+use tollgate_core::invoice::Statement;
 use tollgate_core::message::Rejection;
+use tollgate_core::meter::MeterCatalog;
 use tollgate_core::plan::Plan;
 use tollgate_core::tenant::{ApiKeyHash, ApiKeyRecord, TenantProfile};
 use tollgate_core::usage::UsageRow;
-use tollgate_core::window::Granularity;
-use tollgate_store::StoreError;
+use tollgate_core::window::{Granularity, Window};
+use tollgate_store::{BudgetBlock, StoreError, WebhookEndpoint};
 
 /// API keys, stored by the SHA-256 digest of the secret only.
 pub trait ApiKeys: Send + Sync {
@@ -75,7 +79,7 @@ pub trait Tenants: Send + Sync {
     ) -> impl Future<Output = Result<(), StoreError>> + Send;
 }
 
-/// Plan versions (immutable once written) and budgets.
+/// Plan versions, immutable once written.
 pub trait Plans: Send + Sync {
     /// Every version of plan `name`, oldest first; empty for an unknown plan.
     fn plan_versions(
@@ -91,12 +95,105 @@ pub trait Plans: Send + Sync {
         &self,
         plan: &Plan,
     ) -> impl Future<Output = Result<(), StoreError>> + Send;
+}
 
+/// Monthly budgets and the budget block list the edge enforces.
+pub trait Budgets: Send + Sync {
     /// The tenant's monthly budget, if one is set.
     fn budget(
         &self,
         tenant: &TenantId,
     ) -> impl Future<Output = Result<Option<Budget>, StoreError>> + Send;
+
+    /// Sets or replaces the tenant's budget.
+    fn put_budget(
+        &self,
+        tenant: &TenantId,
+        budget: &Budget,
+    ) -> impl Future<Output = Result<(), StoreError>> + Send;
+
+    /// Every block on the list, of any month: a block of an earlier month no longer
+    /// holds, and the reader must skip it.
+    fn budget_blocks(&self) -> impl Future<Output = Result<Vec<BudgetBlock>, StoreError>> + Send;
+
+    /// Puts the block's tenant on the list, replacing its earlier block.
+    fn block_for_budget(
+        &self,
+        block: &BudgetBlock,
+    ) -> impl Future<Output = Result<(), StoreError>> + Send;
+
+    /// Takes the tenant off the list; `false` when it was not on it.
+    fn lift_budget_block(
+        &self,
+        tenant: &TenantId,
+    ) -> impl Future<Output = Result<bool, StoreError>> + Send;
+}
+
+/// Budget alerts, raised by the budget Lambda and read and acknowledged here.
+pub trait Alerts: Send + Sync {
+    /// The tenant's alerts of `month` (every month when `None`), in no promised order.
+    fn alerts(
+        &self,
+        tenant: &TenantId,
+        month: Option<Window>,
+    ) -> impl Future<Output = Result<Vec<Alert>, StoreError>> + Send;
+
+    /// Marks the tenant's alert `id` acknowledged at `at` and returns it; acknowledging
+    /// twice keeps the first time. `NotFound` when the tenant has no such alert.
+    fn acknowledge_alert(
+        &self,
+        tenant: &TenantId,
+        id: &AlertId,
+        at: DateTime<Utc>,
+    ) -> impl Future<Output = Result<Alert, StoreError>> + Send;
+}
+
+/// Where a tenant's alerts are delivered. The endpoint holds the signing secret.
+pub trait Webhooks: Send + Sync {
+    /// `None` when the tenant has no webhook.
+    fn webhook(
+        &self,
+        tenant: &TenantId,
+    ) -> impl Future<Output = Result<Option<WebhookEndpoint>, StoreError>> + Send;
+
+    /// Sets or replaces the tenant's webhook (and with it the secret).
+    fn put_webhook(
+        &self,
+        tenant: &TenantId,
+        webhook: &WebhookEndpoint,
+    ) -> impl Future<Output = Result<(), StoreError>> + Send;
+
+    /// Removes the tenant's webhook; `false` when it had none.
+    fn delete_webhook(
+        &self,
+        tenant: &TenantId,
+    ) -> impl Future<Output = Result<bool, StoreError>> + Send;
+}
+
+/// Month statements and the Stripe ledger.
+pub trait Billing: Send + Sync {
+    /// Every statement of the tenant, oldest month first.
+    fn statements(
+        &self,
+        tenant: &TenantId,
+    ) -> impl Future<Output = Result<Vec<Statement>, StoreError>> + Send;
+
+    /// The tenant's statement of `month`; `None` until that month is closed.
+    fn statement(
+        &self,
+        tenant: &TenantId,
+        month: Window,
+    ) -> impl Future<Output = Result<Option<Statement>, StoreError>> + Send;
+
+    /// One line per Stripe-reported meter of `catalog`: the tenant's ledger of `month`
+    /// held against its usage as of `now`.
+    fn reconciliation(
+        &self,
+        tenant: &TenantId,
+        catalog: &MeterCatalog,
+        month: Window,
+        now: DateTime<Utc>,
+    ) -> impl Future<Output = Result<Vec<Reconciliation>, StoreError>> + Send;
 }
 
 /// Reading usage back.
@@ -128,9 +225,23 @@ pub trait RejectedMessages: Send + Sync {
 }
 
 /// Everything the usage API needs from storage.
-pub trait UsageApiStore: ApiKeys + Tenants + Plans + UsageReader + RejectedMessages {}
+pub trait UsageApiStore:
+    ApiKeys + Tenants + Plans + Budgets + Alerts + Webhooks + Billing + UsageReader + RejectedMessages
+{
+}
 
-impl<T: ApiKeys + Tenants + Plans + UsageReader + RejectedMessages> UsageApiStore for T {}
+impl<T> UsageApiStore for T where
+    T: ApiKeys
+        + Tenants
+        + Plans
+        + Budgets
+        + Alerts
+        + Webhooks
+        + Billing
+        + UsageReader
+        + RejectedMessages
+{
+}
 
 /// A message body for the usage queue: one CloudEvent as JSON.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -40,6 +40,16 @@ pub enum RouteId {
     Rejected,
     /// The edge snapshot a gateway pulls (with an admin-role key).
     EdgeSnapshot,
+    GetBudget,
+    PutBudget,
+    ListAlerts,
+    AcknowledgeAlert,
+    ListStatements,
+    GetStatement,
+    GetWebhook,
+    PutWebhook,
+    DeleteWebhook,
+    Reconciliation,
 }
 
 /// One route: `{name}` segments of the pattern capture a path parameter.
@@ -153,6 +163,51 @@ pub const ROUTES: &[Route] = &[
         Access::Admin,
         RouteId::EdgeSnapshot,
     ),
+    route("GET", "/v1/budget", Access::Tenant, RouteId::GetBudget),
+    route("PUT", "/v1/budget", Access::Tenant, RouteId::PutBudget),
+    route("GET", "/v1/alerts", Access::Tenant, RouteId::ListAlerts),
+    route(
+        "POST",
+        "/v1/alerts/{id}/ack",
+        Access::Tenant,
+        RouteId::AcknowledgeAlert,
+    ),
+    route(
+        "GET",
+        "/v1/statements",
+        Access::Tenant,
+        RouteId::ListStatements,
+    ),
+    route(
+        "GET",
+        "/v1/statements/{month}",
+        Access::Tenant,
+        RouteId::GetStatement,
+    ),
+    route(
+        "GET",
+        "/v1/admin/tenants/{id}/webhook",
+        Access::Admin,
+        RouteId::GetWebhook,
+    ),
+    route(
+        "PUT",
+        "/v1/admin/tenants/{id}/webhook",
+        Access::Admin,
+        RouteId::PutWebhook,
+    ),
+    route(
+        "DELETE",
+        "/v1/admin/tenants/{id}/webhook",
+        Access::Admin,
+        RouteId::DeleteWebhook,
+    ),
+    route(
+        "GET",
+        "/v1/admin/billing/reconciliation",
+        Access::Admin,
+        RouteId::Reconciliation,
+    ),
 ];
 
 /// The outcome of matching a request against [`ROUTES`].
@@ -224,6 +279,23 @@ mod tests {
             find("GET", "/v1/admin/tenants/acme/keys"),
             Match::Found(r, p) if r.id == RouteId::ListKeys && p == ["acme"]
         ));
+    }
+
+    #[test]
+    fn alert_and_statement_paths_capture_their_parameter() {
+        assert!(matches!(
+            find("POST", "/v1/alerts/2026-11.threshold-80/ack"),
+            Match::Found(r, p) if r.id == RouteId::AcknowledgeAlert && p == ["2026-11.threshold-80"]
+        ));
+        assert!(matches!(
+            find("GET", "/v1/statements/2026-10"),
+            Match::Found(r, p) if r.id == RouteId::GetStatement && p == ["2026-10"]
+        ));
+        assert_eq!(find("POST", "/v1/alerts//ack"), Match::NotFound);
+        assert_eq!(
+            find("PATCH", "/v1/admin/tenants/acme/webhook"),
+            Match::MethodNotAllowed(vec!["GET", "PUT", "DELETE"])
+        );
     }
 
     #[test]

@@ -2,26 +2,27 @@
 
 use std::collections::BTreeMap;
 
-use chrono::Months;
 use lambda_http::{Body, Request, Response};
 use rust_decimal::Decimal;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
-use tollgate_core::budget::{Budget, BudgetEvaluation, evaluate};
+use tollgate_core::budget::{Budget, BudgetEvaluation};
 use tollgate_core::ids::MeterName;
 use tollgate_core::invoice::{InvoiceError, preview_invoice};
 use tollgate_core::meter::decimal_from_json;
 use tollgate_core::plan::Plan;
 use tollgate_core::run_rate::{elapsed_fraction, project};
+use tollgate_core::spend::month_spend;
 use tollgate_core::window::{Granularity, Window};
 
 use super::{
-    invoice_error, load_plan_versions, quantities, tenant_request, timeline, unit, usage_in,
+    invoice_error, load_plan_versions, month_param, quantities, tenant_request, timeline, unit,
+    usage_in,
 };
 use crate::App;
 use crate::auth::Principal;
 use crate::error::ApiError;
-use crate::http::{Query, WindowView, json_body, ok, rfc3339};
+use crate::http::{WindowView, json_body, ok, rfc3339};
 use crate::ports::{EventQueue, UsageApiStore};
 
 #[derive(Debug, Serialize)]
@@ -55,26 +56,6 @@ pub async fn pricing<S: UsageApiStore, Q: EventQueue>(
         current,
         upcoming,
     })
-}
-
-/// The month named by `?month=YYYY-MM`, by default the current one; at most 12 months
-/// ahead.
-fn month_param(query: &Query, now: chrono::DateTime<chrono::Utc>) -> Result<Window, ApiError> {
-    let current = Window::containing(Granularity::Month, now);
-    let month = query
-        .parse("month", |v| Window::parse_key(Granularity::Month, v))?
-        .unwrap_or(current);
-    let latest = current
-        .start()
-        .checked_add_months(Months::new(12))
-        .unwrap_or(current.start());
-    if month.start() > latest {
-        return Err(ApiError::bad_request(
-            "month_out_of_range",
-            "`month` may be at most 12 months ahead",
-        ));
-    }
-    Ok(month)
 }
 
 /// `GET /v1/invoice/preview?month=YYYY-MM`: the month's usage priced into invoice lines.
@@ -214,13 +195,23 @@ pub async fn forecast<S: UsageApiStore, Q: EventQueue>(
     }
     let versions = load_plan_versions(app.store(), &profile).await?;
     let timeline = timeline(&versions)?;
-    let cost_so_far = preview_invoice(&profile.tenant, month, &timeline, &so_far)
-        .map_err(invoice_error)?
-        .total;
+    let budget = app.store().budget(&profile.tenant).await?;
+    // The budget is held against the invoice of the usage projected to each instant, as
+    // the budget Lambda holds it, so a base fee is never extrapolated.
+    let spend = month_spend(
+        &profile.tenant,
+        month,
+        &timeline,
+        &so_far,
+        app.catalog(),
+        budget.as_ref(),
+        now,
+    )
+    .map_err(invoice_error)?;
+    let cost_so_far = spend.preview.total;
     let cost_projected = preview_invoice(&profile.tenant, month, &timeline, &projected)
         .map_err(invoice_error)?
         .total;
-    let budget = app.store().budget(&profile.tenant).await?;
     let currency = timeline.currency();
     ok(&Forecast {
         tenant: profile.tenant.as_str(),
@@ -243,8 +234,7 @@ pub async fn forecast<S: UsageApiStore, Q: EventQueue>(
         },
         budget: budget.as_ref().map(|budget| BudgetForecast {
             budget,
-            evaluation: (budget.currency() == currency)
-                .then(|| evaluate(budget, cost_so_far, now, month)),
+            evaluation: spend.budget,
         }),
     })
 }

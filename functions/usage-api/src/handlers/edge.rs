@@ -2,21 +2,23 @@
 //!
 //! Admin keys only: a gateway runs with an admin-role key. The snapshot lists every
 //! tenant (paged through the store), the plan version in force now, the usage so far
-//! today and this month of every meter the plan puts a quota on, `blocked: suspended`
-//! for suspended tenants, and the digests of the active tenant API keys. Budget blocks
-//! (`budget_hard_limit`) are not reported yet: they arrive with the budgets work. A
-//! tenant whose plan has no version in force is left out, so the gateway treats it as
-//! unknown (its unknown-tenant policy applies) rather than one broken tenant failing
-//! every gateway's snapshot.
+//! today and this month of every meter the plan puts a quota on, why a tenant is
+//! blocked, and the digests of the active tenant API keys. A tenant is blocked
+//! `suspended` when its status says so, else `budget_hard_limit` when it is on the budget
+//! block list for the current month (a block of an earlier month no longer holds: a new
+//! month starts a new budget). Suspension wins when both apply, so the reason never
+//! flips between snapshots. A tenant whose plan has no version in force is left out, so
+//! the gateway treats it as unknown (its unknown-tenant policy applies) rather than one
+//! broken tenant failing every gateway's snapshot.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use lambda_http::{Body, Request, Response};
 use rust_decimal::Decimal;
 use tollgate_core::edge_snapshot::{BlockReason, TenantState, build};
 use tollgate_core::ids::{MeterName, PlanName, TenantId};
 use tollgate_core::plan::{Plan, PlanTimeline};
-use tollgate_core::tenant::{ApiKeyRecord, TenantStatus};
+use tollgate_core::tenant::{ApiKeyRecord, TenantProfile, TenantStatus};
 use tollgate_core::window::{Granularity, Window};
 
 use super::{quantities, usage_in};
@@ -36,6 +38,20 @@ struct Loaded {
     blocked: Option<BlockReason>,
 }
 
+/// Why `profile` is blocked: suspension first, then a budget block of this month.
+fn block_reason(
+    profile: &TenantProfile,
+    budget_blocked: &BTreeSet<TenantId>,
+) -> Option<BlockReason> {
+    if profile.status == TenantStatus::Suspended {
+        Some(BlockReason::Suspended)
+    } else if budget_blocked.contains(&profile.tenant) {
+        Some(BlockReason::BudgetHardLimit)
+    } else {
+        None
+    }
+}
+
 /// `GET /v1/edge/snapshot`.
 pub async fn snapshot<S: UsageApiStore, Q: EventQueue>(
     app: &App<S, Q>,
@@ -45,6 +61,14 @@ pub async fn snapshot<S: UsageApiStore, Q: EventQueue>(
     let now = app.now();
     let day = Window::containing(Granularity::Day, now);
     let month = Window::containing(Granularity::Month, now);
+    let budget_blocked: BTreeSet<TenantId> = app
+        .store()
+        .budget_blocks()
+        .await?
+        .into_iter()
+        .filter(|block| block.month == month)
+        .map(|block| block.tenant)
+        .collect();
     let mut plans: BTreeMap<PlanName, Vec<Plan>> = BTreeMap::new();
     let mut loaded = Vec::new();
     let mut keys: Vec<ApiKeyRecord> = Vec::new();
@@ -81,13 +105,13 @@ pub async fn snapshot<S: UsageApiStore, Q: EventQueue>(
                 (BTreeMap::new(), BTreeMap::new())
             };
             keys.extend(app.store().tenant_api_keys(&profile.tenant).await?);
+            let blocked = block_reason(&profile, &budget_blocked);
             loaded.push(Loaded {
                 tenant: profile.tenant,
                 plan: plan.clone(),
                 today,
                 month: this_month,
-                blocked: (profile.status == TenantStatus::Suspended)
-                    .then_some(BlockReason::Suspended),
+                blocked,
             });
         }
         if !full {

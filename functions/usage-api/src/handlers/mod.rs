@@ -1,18 +1,23 @@
 //! The handlers, one module per resource, and what they share: loading a tenant and its
 //! plan, reading usage into per-meter quantities.
 
+pub mod alerts;
 pub mod billing;
+pub mod budget;
 pub mod edge;
 pub mod events;
 pub mod keys;
 pub mod plans;
+pub mod reconciliation;
 pub mod rejected;
+pub mod statements;
 pub mod tenants;
 pub mod usage;
+pub mod webhooks;
 
 use std::collections::BTreeMap;
 
-use chrono::{DateTime, Utc};
+use chrono::{DateTime, Months, Utc};
 use lambda_http::{Body, Request, Response};
 use rust_decimal::Decimal;
 use tollgate_core::ids::{MeterName, TenantId};
@@ -67,6 +72,16 @@ pub async fn dispatch<S: UsageApiStore, Q: EventQueue>(
         RouteId::RevokeKey => keys::revoke(app, param(), request).await,
         RouteId::Rejected => rejected::list(app, request).await,
         RouteId::EdgeSnapshot => edge::snapshot(app, request).await,
+        RouteId::GetBudget => budget::get(app, principal, request).await,
+        RouteId::PutBudget => budget::put(app, principal, request).await,
+        RouteId::ListAlerts => alerts::list(app, principal, request).await,
+        RouteId::AcknowledgeAlert => alerts::acknowledge(app, principal, param(), request).await,
+        RouteId::ListStatements => statements::list(app, principal, request).await,
+        RouteId::GetStatement => statements::get(app, principal, param(), request).await,
+        RouteId::GetWebhook => webhooks::get(app, param(), request).await,
+        RouteId::PutWebhook => webhooks::put(app, param(), request).await,
+        RouteId::DeleteWebhook => webhooks::delete(app, param(), request).await,
+        RouteId::Reconciliation => reconciliation::report(app, request).await,
     }
 }
 
@@ -169,6 +184,26 @@ pub(crate) fn row_quantity(row: &UsageRow, catalog: &MeterCatalog) -> Option<Dec
 /// The unit of a meter, if it is configured.
 pub(crate) fn unit<'c>(catalog: &'c MeterCatalog, meter: &MeterName) -> Option<&'c str> {
     catalog.get(meter).map(|m| m.unit.as_str())
+}
+
+/// The month named by `?month=YYYY-MM`, by default the current one; at most 12 months
+/// ahead.
+pub(crate) fn month_param(query: &Query, now: DateTime<Utc>) -> Result<Window, ApiError> {
+    let current = Window::containing(Granularity::Month, now);
+    let month = query
+        .parse("month", |v| Window::parse_key(Granularity::Month, v))?
+        .unwrap_or(current);
+    let latest = current
+        .start()
+        .checked_add_months(Months::new(12))
+        .unwrap_or(current.start());
+    if month.start() > latest {
+        return Err(ApiError::bad_request(
+            "month_out_of_range",
+            "`month` may be at most 12 months ahead",
+        ));
+    }
+    Ok(month)
 }
 
 /// A page size from `?limit=`: default `default`, at most `max`.
