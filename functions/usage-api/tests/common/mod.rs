@@ -119,10 +119,27 @@ pub async fn harness_with_broken_queue(name: &str) -> Harness {
     build(name, sqs, queue_url).await
 }
 
+/// A harness like [`harness`] whose meter catalog is `meters` (JSON) instead of the
+/// sample meters.
+pub async fn harness_with_meters(name: &str, meters: &str) -> Harness {
+    let sqs = tollgate_local::local_sqs_client("http://127.0.0.1:9");
+    let queue_url = "http://127.0.0.1:9/000000000000/unused".to_owned();
+    build_with(name, sqs, queue_url, meters).await
+}
+
 async fn build(name: &str, sqs: aws_sdk_sqs::Client, queue_url: String) -> Harness {
+    build_with(name, sqs, queue_url, METERS).await
+}
+
+async fn build_with(
+    name: &str,
+    sqs: aws_sdk_sqs::Client,
+    queue_url: String,
+    meters: &str,
+) -> Harness {
     let store = fresh_store(name).await;
     seed(&store).await;
-    let catalog = MeterCatalog::from_json(METERS).unwrap();
+    let catalog = MeterCatalog::from_json(meters).unwrap();
     Harness {
         app: App::new(
             store,
