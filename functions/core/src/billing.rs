@@ -356,13 +356,18 @@ impl MeterLedger {
             month,
             usage,
             reported,
-            difference: usage - reported,
+            difference: (usage - reported).round_dp(RECONCILIATION_DECIMALS),
             units_accepted: self.units_accepted,
             units_pending: self.units_pending(),
             rejected: not_billed,
         }
     }
 }
+
+/// Decimal places a reconciliation difference is compared at. A gauge integral's
+/// quantity is a division (`value-seconds / 3600 / 730`), so the month's quantity and the
+/// sum of its hours' can differ in the 28th digit; that is arithmetic, not usage.
+pub const RECONCILIATION_DECIMALS: u32 = 20;
 
 /// The ledger of one (tenant, meter, month) held against the rollups.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -375,7 +380,8 @@ pub struct Reconciliation {
     pub usage: Decimal,
     /// The quantity recorded in the ledger, in events Stripe accepted or still pending.
     pub reported: Decimal,
-    /// `usage − reported`: not yet reported (positive) or reported too much (negative).
+    /// `usage − reported` at [`RECONCILIATION_DECIMALS`] places: not yet reported
+    /// (positive) or reported too much (negative).
     pub difference: Decimal,
     /// Whole Stripe units Stripe accepted.
     pub units_accepted: u64,
