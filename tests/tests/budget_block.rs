@@ -240,20 +240,18 @@ async fn a_used_up_hard_limit_answers_402_at_the_gateway_until_the_budget_is_rai
         async move { call(&client, "GET", url, key, None).await }
     };
     // Until the first snapshot arrives the filter fails closed with 503.
-    let until = |want: u16, key: &'static str| {
-        async move {
-            let started = Instant::now();
-            loop {
-                let (status, body) = edge(key).await;
-                if status == want {
-                    return body;
-                }
-                assert!(
-                    started.elapsed() < Duration::from_secs(30),
-                    "{key}: still {status} {body}, waiting for {want}"
-                );
-                tokio::time::sleep(Duration::from_millis(100)).await;
+    let until = |want: u16, key: &'static str| async move {
+        let started = Instant::now();
+        loop {
+            let (status, body) = edge(key).await;
+            if status == want {
+                return body;
             }
+            assert!(
+                started.elapsed() < Duration::from_secs(30),
+                "{key}: still {status} {body}, waiting for {want}"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
         }
     };
     let refusal = until(402, ACME).await;
