@@ -12,19 +12,23 @@
 //! a signed alert somewhere the admin did not register.
 
 use std::error::Error as StdError;
-use std::net::IpAddr;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use http_body_util::Full;
 use hyper::body::Bytes;
 use hyper::header::{CONTENT_TYPE, HeaderValue, USER_AGENT};
-use hyper::{Method, Request, StatusCode, Uri};
+use hyper::{Method, Request, StatusCode};
 use hyper_rustls::{HttpsConnector, HttpsConnectorBuilder};
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
-use tollgate_core::webhook::{SIGNATURE_HEADER, WEBHOOK_ID_HEADER, WebhookSecret, sign_rotating};
+use tollgate_core::webhook::{
+    SIGNATURE_HEADER, WEBHOOK_ID_HEADER, WebhookSecret, check_url, sign_rotating,
+};
+
+/// The URL rules' refusals, carried by [`DeliveryError::Url`].
+pub use tollgate_core::webhook::UrlError;
 
 /// How long one attempt may take, connecting included, unless configured otherwise.
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(10);
@@ -55,21 +59,6 @@ pub enum ClientError {
 pub struct Delivered {
     /// The receiver's 2xx status.
     pub status: StatusCode,
-}
-
-/// Why a URL is not used for delivery. Never quotes the URL: it may hold tokens.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
-pub enum UrlError {
-    #[error("not an absolute URL")]
-    Unparsable,
-    #[error("only https:// URLs are supported (http:// for loopback hosts)")]
-    UnsupportedScheme,
-    #[error("the URL has no host")]
-    MissingHost,
-    #[error("plain http:// is only allowed to loopback hosts; use https://")]
-    InsecureHttp,
-    #[error("credentials in the URL are not supported")]
-    Credentials,
 }
 
 /// Why an attempt did not deliver.
@@ -214,35 +203,6 @@ impl WebhookClient {
     }
 }
 
-/// Parses a webhook URL and applies the scheme and host rules.
-pub fn check_url(url: &str) -> Result<Uri, UrlError> {
-    let uri: Uri = url.parse().map_err(|_| UrlError::Unparsable)?;
-    let authority = uri.authority().ok_or(UrlError::Unparsable)?;
-    if authority.as_str().contains('@') {
-        return Err(UrlError::Credentials);
-    }
-    let host = uri
-        .host()
-        .filter(|h| !h.is_empty())
-        .ok_or(UrlError::MissingHost)?;
-    match uri.scheme_str() {
-        Some("https") => Ok(uri),
-        Some("http") if is_loopback(host) => Ok(uri),
-        Some("http") => Err(UrlError::InsecureHttp),
-        _ => Err(UrlError::UnsupportedScheme),
-    }
-}
-
-/// `localhost` or a loopback address literal (`127.0.0.0/8`, `[::1]`).
-fn is_loopback(host: &str) -> bool {
-    let literal = host
-        .strip_prefix('[')
-        .and_then(|h| h.strip_suffix(']'))
-        .unwrap_or(host);
-    host.eq_ignore_ascii_case("localhost")
-        || literal.parse::<IpAddr>().is_ok_and(|ip| ip.is_loopback())
-}
-
 /// The innermost error's message, shortened: it names the actual trouble ("Connection
 /// refused", "invalid peer certificate") without the layers hyper wraps around it.
 fn root_cause(err: &(dyn StdError + 'static)) -> String {
@@ -262,30 +222,6 @@ fn root_cause(err: &(dyn StdError + 'static)) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn https_goes_anywhere_and_http_only_to_loopback() {
-        let cases = [
-            ("https://hooks.example.com/tollgate?token=x", Ok(())),
-            ("https://10.0.0.1:8443/", Ok(())),
-            ("http://127.0.0.1:8080/hook", Ok(())),
-            ("http://127.1.2.3/hook", Ok(())),
-            ("http://[::1]:9000/hook", Ok(())),
-            ("http://localhost:3000/", Ok(())),
-            ("http://LOCALHOST/", Ok(())),
-            ("http://example.com/hook", Err(UrlError::InsecureHttp)),
-            ("http://10.0.0.1/hook", Err(UrlError::InsecureHttp)),
-            ("http://127.0.0.1.nip.io/hook", Err(UrlError::InsecureHttp)),
-            ("http://localhost.example.com/", Err(UrlError::InsecureHttp)),
-            ("ftp://example.com/", Err(UrlError::UnsupportedScheme)),
-            ("https://user:pw@example.com/", Err(UrlError::Credentials)),
-            ("/relative/path", Err(UrlError::Unparsable)),
-            ("not a url", Err(UrlError::Unparsable)),
-        ];
-        for (url, expected) in cases {
-            assert_eq!(check_url(url).map(|_| ()), expected, "{url}");
-        }
-    }
 
     #[test]
     fn statuses_that_may_pass_later_are_retryable() {

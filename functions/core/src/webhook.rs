@@ -19,6 +19,9 @@
 //!   ([`DEFAULT_TOLERANCE`], 5 minutes) away from its own clock, which bounds replays.
 //! - `Tollgate-Webhook-Id` carries the alert's id. Delivery is at least once, so the
 //!   receiver dedupes on it.
+//! - The URL is `https`, or plain `http` only to a loopback host, with no credentials
+//!   ([`check_url`]): the usage API checks it when it is set, the sender before every
+//!   attempt.
 //! - A failed attempt is retried after [`retry_delay`] (exponential from 30 s, capped at
 //!   1 h, full jitter), up to [`MAX_ATTEMPTS`] attempts in all.
 //!
@@ -38,6 +41,7 @@
 //! ```
 
 use std::fmt::{self, Write as _};
+use std::net::IpAddr;
 use std::str::FromStr;
 use std::time::Duration;
 
@@ -45,6 +49,7 @@ use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use chrono::{DateTime, Utc};
 use hmac::{Hmac, KeyInit, Mac};
+use http::Uri;
 use serde::{Deserialize, Serialize};
 use sha2::Sha256;
 
@@ -354,6 +359,60 @@ fn hex_digit(b: u8) -> Option<u8> {
     }
 }
 
+/// The longest accepted webhook URL.
+pub const MAX_URL_LEN: usize = 2048;
+
+/// Why a webhook URL is refused. Never quotes the URL: it may hold tokens.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum UrlError {
+    #[error("the URL is longer than {MAX_URL_LEN} characters")]
+    TooLong,
+    #[error("not an absolute URL such as https://hooks.example.com/tollgate")]
+    Unparsable,
+    #[error("the URL has no host")]
+    MissingHost,
+    #[error("credentials in the URL are not allowed; put a token in the path or query")]
+    Credentials,
+    #[error("plain http:// is only allowed to loopback hosts; use https://")]
+    InsecureHttp,
+    #[error("only https:// URLs are supported (http:// for loopback hosts)")]
+    UnsupportedScheme,
+}
+
+/// Parses a webhook URL and applies the rules: `https` anywhere, plain `http` only to a
+/// loopback host (`localhost`, `127.0.0.0/8`, `[::1]`: local receivers in development),
+/// no credentials, at most [`MAX_URL_LEN`] characters.
+pub fn check_url(url: &str) -> Result<Uri, UrlError> {
+    if url.len() > MAX_URL_LEN {
+        return Err(UrlError::TooLong);
+    }
+    let uri: Uri = url.parse().map_err(|_| UrlError::Unparsable)?;
+    let authority = uri.authority().ok_or(UrlError::Unparsable)?;
+    if authority.as_str().contains('@') {
+        return Err(UrlError::Credentials);
+    }
+    let host = uri
+        .host()
+        .filter(|h| !h.is_empty())
+        .ok_or(UrlError::MissingHost)?;
+    match uri.scheme_str() {
+        Some(scheme) if scheme.eq_ignore_ascii_case("https") => Ok(uri),
+        Some(scheme) if scheme.eq_ignore_ascii_case("http") && is_loopback(host) => Ok(uri),
+        Some(scheme) if scheme.eq_ignore_ascii_case("http") => Err(UrlError::InsecureHttp),
+        _ => Err(UrlError::UnsupportedScheme),
+    }
+}
+
+/// `localhost` or a loopback address literal (`127.0.0.0/8`, `[::1]`).
+fn is_loopback(host: &str) -> bool {
+    let literal = host
+        .strip_prefix('[')
+        .and_then(|h| h.strip_suffix(']'))
+        .unwrap_or(host);
+    host.eq_ignore_ascii_case("localhost")
+        || literal.parse::<IpAddr>().is_ok_and(|ip| ip.is_loopback())
+}
+
 #[cfg(test)]
 mod tests {
     #![allow(clippy::unwrap_used, clippy::expect_used)]
@@ -656,5 +715,37 @@ mod tests {
                 prop_assert!(verify(&secret, &tampered, b"body", at(T0), DEFAULT_TOLERANCE).is_err());
             }
         }
+    }
+
+    #[test]
+    fn https_goes_anywhere_and_http_only_to_loopback_without_credentials() {
+        let cases = [
+            ("https://hooks.example.com/tollgate?token=x", Ok(())),
+            ("HTTPS://hooks.example.com/", Ok(())),
+            ("https://10.0.0.1:8443/", Ok(())),
+            ("http://127.0.0.1:8080/hook", Ok(())),
+            ("http://127.1.2.3/hook", Ok(())),
+            ("http://[::1]:9000/hook", Ok(())),
+            ("http://localhost:3000/", Ok(())),
+            ("http://LOCALHOST/", Ok(())),
+            ("http://example.com/hook", Err(UrlError::InsecureHttp)),
+            ("http://10.0.0.1/hook", Err(UrlError::InsecureHttp)),
+            ("http://127.0.0.1.nip.io/hook", Err(UrlError::InsecureHttp)),
+            ("http://localhost.example.com/", Err(UrlError::InsecureHttp)),
+            ("http://[::2]/hook", Err(UrlError::InsecureHttp)),
+            ("https://user:pw@example.com/", Err(UrlError::Credentials)),
+            ("http://user@localhost/", Err(UrlError::Credentials)),
+            ("ftp://example.com/", Err(UrlError::UnsupportedScheme)),
+            ("hooks.example.com/tollgate", Err(UrlError::Unparsable)),
+            ("/relative/path", Err(UrlError::Unparsable)),
+            ("not a url", Err(UrlError::Unparsable)),
+            ("https://exa mple.com/", Err(UrlError::Unparsable)),
+            ("", Err(UrlError::Unparsable)),
+        ];
+        for (url, expected) in cases {
+            assert_eq!(check_url(url).map(|_| ()), expected, "{url}");
+        }
+        let long = format!("https://example.com/{}", "a".repeat(MAX_URL_LEN));
+        assert_eq!(check_url(&long).map(|_| ()), Err(UrlError::TooLong));
     }
 }
