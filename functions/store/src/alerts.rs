@@ -154,22 +154,7 @@ impl DynamoDbStore {
             Some(month) => format!("ALERT#{}#", month.key()),
             None => "ALERT#".to_owned(),
         };
-        let items: Vec<Item> = self
-            .client
-            .query()
-            .table_name(&self.table)
-            .key_condition_expression("#pk = :pk AND begins_with(#sk, :prefix)")
-            .expression_attribute_names("#pk", PK)
-            .expression_attribute_names("#sk", SK)
-            .expression_attribute_values(":pk", AttributeValue::S(keys::tenant(tenant)))
-            .expression_attribute_values(":prefix", AttributeValue::S(prefix))
-            .consistent_read(true)
-            .into_paginator()
-            .items()
-            .send()
-            .try_collect()
-            .await
-            .map_err(|e| StoreError::from_sdk("Query", e))?;
+        let items = self.query_prefix(keys::tenant(tenant), &prefix).await?;
         items.iter().map(alert_of).collect()
     }
 

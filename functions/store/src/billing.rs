@@ -107,23 +107,9 @@ impl DynamoDbStore {
     ) -> Result<Vec<LedgerEvent>, StoreError> {
         let lower = format!("STRIPE#{meter}#E#{}#", from.key());
         let upper = format!("STRIPE#{meter}#E#{}#~", to.key());
-        let items: Vec<Item> = self
-            .client
-            .query()
-            .table_name(&self.table)
-            .key_condition_expression("#pk = :pk AND #sk BETWEEN :lower AND :upper")
-            .expression_attribute_names("#pk", PK)
-            .expression_attribute_names("#sk", SK)
-            .expression_attribute_values(":pk", AttributeValue::S(keys::tenant(tenant)))
-            .expression_attribute_values(":lower", AttributeValue::S(lower))
-            .expression_attribute_values(":upper", AttributeValue::S(upper))
-            .consistent_read(true)
-            .into_paginator()
-            .items()
-            .send()
-            .try_collect()
-            .await
-            .map_err(|e| StoreError::from_sdk("Query", e))?;
+        let items = self
+            .query_between(keys::tenant(tenant), lower, upper)
+            .await?;
         items.iter().map(parse).collect()
     }
 

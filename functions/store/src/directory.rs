@@ -145,8 +145,21 @@ impl DynamoDbStore {
         pk: String,
         prefix: &str,
     ) -> Result<Vec<T>, StoreError> {
-        let items = self
-            .client
+        self.query_prefix(pk, prefix)
+            .await?
+            .iter()
+            .map(parse_doc)
+            .collect()
+    }
+
+    /// Every item under partition `pk` whose sort key begins with `prefix`, in sort-key
+    /// order, read strongly consistent.
+    pub(crate) async fn query_prefix(
+        &self,
+        pk: String,
+        prefix: &str,
+    ) -> Result<Vec<Item>, StoreError> {
+        self.client
             .query()
             .table_name(&self.table)
             .key_condition_expression("#pk = :pk AND begins_with(#sk, :prefix)")
@@ -160,11 +173,35 @@ impl DynamoDbStore {
             .send()
             .try_collect()
             .await
-            .map_err(|e| StoreError::from_sdk("Query", e))?;
-        items.iter().map(parse_doc).collect()
+            .map_err(|e| StoreError::from_sdk("Query", e))
     }
 
-    /// Registers a new tenant; fails with `AlreadyExists` if the id is taken.
+    /// Every item under partition `pk` whose sort key lies in `[lower, upper]`, in
+    /// sort-key order, read strongly consistent.
+    pub(crate) async fn query_between(
+        &self,
+        pk: String,
+        lower: String,
+        upper: String,
+    ) -> Result<Vec<Item>, StoreError> {
+        self.client
+            .query()
+            .table_name(&self.table)
+            .key_condition_expression("#pk = :pk AND #sk BETWEEN :lower AND :upper")
+            .expression_attribute_names("#pk", PK)
+            .expression_attribute_names("#sk", SK)
+            .expression_attribute_values(":pk", AttributeValue::S(pk))
+            .expression_attribute_values(":lower", AttributeValue::S(lower))
+            .expression_attribute_values(":upper", AttributeValue::S(upper))
+            .consistent_read(true)
+            .into_paginator()
+            .items()
+            .send()
+            .try_collect()
+            .await
+            .map_err(|e| StoreError::from_sdk("Query", e))
+    }
+
     pub async fn create_tenant(&self, profile: &TenantProfile) -> Result<(), StoreError> {
         self.put_doc(
             keys::tenant(&profile.tenant),

@@ -1,6 +1,5 @@
 //! Reading usage back: one tenant, one granularity, one time range.
 
-use aws_sdk_dynamodb::types::AttributeValue;
 use chrono::{DateTime, Utc};
 use tollgate_core::ids::TenantId;
 use tollgate_core::usage::UsageRow;
@@ -9,7 +8,7 @@ use tollgate_core::window::{Granularity, Window};
 use crate::DynamoDbStore;
 use crate::codec;
 use crate::error::StoreError;
-use crate::table::{PK, SK, keys};
+use crate::table::keys;
 
 impl DynamoDbStore {
     /// Every row of `tenant` at `granularity` whose window overlaps `[from, to)`, sorted
@@ -53,22 +52,8 @@ impl DynamoDbStore {
         let lower = format!("{prefix}#{}", first.key());
         let upper = format!("{prefix}#{}", last.next().key());
         let items = self
-            .client
-            .query()
-            .table_name(&self.table)
-            .key_condition_expression("#pk = :pk AND #sk BETWEEN :lower AND :upper")
-            .expression_attribute_names("#pk", PK)
-            .expression_attribute_names("#sk", SK)
-            .expression_attribute_values(":pk", AttributeValue::S(keys::usage_partition(tenant)))
-            .expression_attribute_values(":lower", AttributeValue::S(lower))
-            .expression_attribute_values(":upper", AttributeValue::S(upper))
-            .consistent_read(true)
-            .into_paginator()
-            .items()
-            .send()
-            .try_collect()
-            .await
-            .map_err(|e| StoreError::from_sdk("Query", e))?;
+            .query_between(keys::usage_partition(tenant), lower, upper)
+            .await?;
         let mut rows = Vec::with_capacity(items.len());
         for item in items.iter().filter(|item| !codec::is_expired(item, now)) {
             let row = codec::usage_row(tenant, item)?;
