@@ -210,38 +210,23 @@ impl DynamoDbStore {
         at: DateTime<Utc>,
     ) -> Result<Alert, StoreError> {
         let sk = alert_sort(id)?;
-        self.update_alert(
-            tenant,
-            &sk,
-            "SET #ack = if_not_exists(#ack, :at)",
-            ("#ack", ACKNOWLEDGED),
-            (
-                ":at",
-                AttributeValue::S(at.to_rfc3339_opts(SecondsFormat::Millis, true)),
-            ),
-        )
-        .await
-    }
-
-    async fn update_alert(
-        &self,
-        tenant: &TenantId,
-        sk: &str,
-        expression: &str,
-        (name, attribute): (&str, &str),
-        (placeholder, value): (&str, AttributeValue),
-    ) -> Result<Alert, StoreError> {
+        let not_found = || StoreError::NotFound {
+            what: format!("alert {sk} of {tenant}"),
+        };
         let output = self
             .client
             .update_item()
             .table_name(&self.table)
             .key(PK, AttributeValue::S(keys::tenant(tenant)))
-            .key(SK, AttributeValue::S(sk.to_owned()))
-            .update_expression(expression)
+            .key(SK, AttributeValue::S(sk.clone()))
+            .update_expression("SET #ack = if_not_exists(#ack, :at)")
             .condition_expression("attribute_exists(#pk)")
             .expression_attribute_names("#pk", PK)
-            .expression_attribute_names(name, attribute)
-            .expression_attribute_values(placeholder, value)
+            .expression_attribute_names("#ack", ACKNOWLEDGED)
+            .expression_attribute_values(
+                ":at",
+                AttributeValue::S(at.to_rfc3339_opts(SecondsFormat::Millis, true)),
+            )
             .return_values(ReturnValue::AllNew)
             .send()
             .await;
@@ -250,17 +235,13 @@ impl DynamoDbStore {
                 .attributes()
                 .map(alert_of)
                 .transpose()?
-                .ok_or_else(|| StoreError::NotFound {
-                    what: format!("alert {sk} of {tenant}"),
-                }),
+                .ok_or_else(not_found),
             Err(err)
                 if err
                     .as_service_error()
                     .is_some_and(|e| e.is_conditional_check_failed_exception()) =>
             {
-                Err(StoreError::NotFound {
-                    what: format!("alert {sk} of {tenant}"),
-                })
+                Err(not_found())
             }
             Err(err) => Err(StoreError::from_sdk("UpdateItem", err)),
         }
