@@ -1735,8 +1735,7 @@ async fn billing_sync(
         "tenant", "meter", "closed hours", "units due", "Stripe", "reported", "open hour"
     );
     let mut problems = Vec::new();
-    let (mut open, mut rounded) = (0, Vec::new());
-    let rounding = Decimal::new(1, 20);
+    let mut open = 0;
     for tenant in tenants {
         for (meter, event_name, units_per_quantity) in catalog {
             let closed = closed_hours_usage(api, tenant, meter, month, hour).await?;
@@ -1788,15 +1787,11 @@ async fn billing_sync(
                         "{what}: reconciliation says {accepted_line} units accepted, {pending} pending, {rejected} rejected; Stripe has {accepted}"
                     ));
                 }
-                // What is not reported yet is the open hour's usage: never negative. A
-                // difference far below any Stripe unit is decimal rounding of the month's
-                // quantity against the sum of its hours; shown, not failed.
+                // What is not reported yet is the open hour's usage: never negative.
                 if difference.is_zero() {
                     continue;
                 }
-                if difference.abs() < rounding {
-                    rounded.push(format!("{what} {difference}"));
-                } else if difference.is_sign_negative() {
+                if difference.is_sign_negative() {
                     problems.push(format!("{what}: reported more than used ({difference})"));
                 } else {
                     open += 1;
@@ -1811,12 +1806,6 @@ async fn billing_sync(
         reconciliation["settled"],
         hour.key()
     );
-    if !rounded.is_empty() {
-        println!(
-            "    ⚠ below 1e-20 of a unit, decimal rounding of the month's quantity against the sum of its hours (no Stripe unit affected): {}",
-            rounded.join(", ")
-        );
-    }
     if !problems.is_empty() && Window::containing(Granularity::Hour, Utc::now()) != hour {
         return Ok(Checked::HourClosed(problems.join("; ")));
     }
