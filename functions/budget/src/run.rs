@@ -167,7 +167,26 @@ impl BudgetRun {
             return Ok(());
         };
         report.evaluated += 1;
-        let verdict = self.evaluate(profile, &budget, month, now, report).await?;
+        let webhook = self
+            .store
+            .webhook(tenant)
+            .await
+            .map_err(|e| e.to_string())?;
+        let mut alerts = self
+            .store
+            .alerts(tenant, Some(month))
+            .await
+            .map_err(|e| e.to_string())?;
+        let verdict = self
+            .evaluate(
+                profile,
+                &budget,
+                now,
+                webhook.is_some(),
+                &mut alerts,
+                report,
+            )
+            .await?;
         let blocked_now = block.is_some_and(|b| b.month == month);
         match verdict {
             BudgetVerdict::Block if !blocked_now => {
@@ -190,21 +209,24 @@ impl BudgetRun {
             }
             _ => {}
         }
-        self.deliver_due(tenant, month, now, report)
+        self.deliver_due(tenant, month, alerts, webhook.as_ref(), now, report)
             .await
             .map_err(|e| e.to_string())
     }
 
-    /// Raises the alerts due and returns the verdict.
+    /// Raises the alerts due that are not among `alerts` (this month's), adds the ones
+    /// this run created to them, and returns the verdict.
     async fn evaluate(
         &self,
         profile: &TenantProfile,
         budget: &Budget,
-        month: Window,
         now: DateTime<Utc>,
+        has_webhook: bool,
+        alerts: &mut Vec<Alert>,
         report: &mut BudgetReport,
     ) -> Result<BudgetVerdict, String> {
         let tenant = &profile.tenant;
+        let month = Window::containing(Granularity::Month, now);
         let rows = self
             .store
             .usage_view(tenant, Granularity::Month, month.start(), month.end(), now)
@@ -236,20 +258,7 @@ impl BudgetRun {
                 timeline.currency().code()
             )
         })?;
-        let existing: BTreeSet<AlertTrigger> = self
-            .store
-            .alerts(tenant, Some(month))
-            .await
-            .map_err(|e| e.to_string())?
-            .iter()
-            .map(|alert| alert.trigger)
-            .collect();
-        let has_webhook = self
-            .store
-            .webhook(tenant)
-            .await
-            .map_err(|e| e.to_string())?
-            .is_some();
+        let existing: BTreeSet<AlertTrigger> = alerts.iter().map(|alert| alert.trigger).collect();
         for alert in alerts_due(
             tenant,
             month,
@@ -267,34 +276,36 @@ impl BudgetRun {
             {
                 tracing::info!(tenant = %tenant, alert = %alert.id, severity = ?alert.severity, "budget alert raised");
                 report.alerts_raised += 1;
+                alerts.push(alert);
             }
         }
         Ok(evaluation.verdict)
     }
 
-    /// Delivers this month's and last month's alerts whose delivery is due.
+    /// Delivers the alerts whose delivery is due: of `this_month` (this month's, as the
+    /// run knows them) and of last month, still being retried.
     async fn deliver_due(
         &self,
         tenant: &TenantId,
         month: Window,
+        this_month: Vec<Alert>,
+        webhook: Option<&WebhookEndpoint>,
         now: DateTime<Utc>,
         report: &mut BudgetReport,
     ) -> Result<(), StoreError> {
-        let mut due: Vec<Alert> = Vec::new();
         let previous = Window::containing(Granularity::Month, month.start() - Duration::seconds(1));
-        for m in [previous, month] {
-            due.extend(
-                self.store
-                    .alerts(tenant, Some(m))
-                    .await?
-                    .into_iter()
-                    .filter(|alert| alert.delivery.is_due(now)),
-            );
-        }
+        let due: Vec<Alert> = self
+            .store
+            .alerts(tenant, Some(previous))
+            .await?
+            .into_iter()
+            .chain(this_month)
+            .filter(|alert| alert.delivery.is_due(now))
+            .collect();
         if due.is_empty() {
             return Ok(());
         }
-        let Some(endpoint) = self.store.webhook(tenant).await? else {
+        let Some(endpoint) = webhook else {
             for alert in &due {
                 let delivery = Delivery {
                     status: DeliveryStatus::NoWebhook,
@@ -308,7 +319,7 @@ impl BudgetRun {
             return Ok(());
         };
         for alert in &due {
-            self.deliver(&endpoint, alert, now, report).await?;
+            self.deliver(endpoint, alert, now, report).await?;
         }
         Ok(())
     }
