@@ -242,24 +242,25 @@ impl<E: MeterEvents + 'static> BillingSync<E> {
         if first.start() > last.start() {
             return Ok(());
         }
-        let events = self.store.ledger_events(tenant, meter, first, last).await?;
-        // Pending events of hours that left the window are older than `first`: look a
-        // little further back for them.
+        // Pending events of hours that just left the window are older than `first`: one
+        // read reaches a little further back for them.
         let stale_from = Window::containing(Granularity::Hour, first.start() - Duration::days(2));
-        let stale = self
+        let (stale, events): (Vec<LedgerEvent>, Vec<LedgerEvent>) = self
             .store
-            .ledger_events(tenant, meter, stale_from, first)
+            .ledger_events(tenant, meter, stale_from, last)
             .await?
             .into_iter()
-            .filter(|e| e.status == EventStatus::Pending && e.hour.start() < first.start());
+            .partition(|e| e.hour.start() < first.start());
         let mut ledgers = Ledgers::new(self, tenant, meter);
 
-        for event in stale.chain(
-            events
-                .iter()
-                .filter(|e| e.status == EventStatus::Pending)
-                .cloned(),
-        ) {
+        let is_pending = |e: &&LedgerEvent| e.status == EventStatus::Pending;
+        let pending: Vec<LedgerEvent> = stale
+            .iter()
+            .chain(&events)
+            .filter(is_pending)
+            .cloned()
+            .collect();
+        for event in pending {
             report.events_resent += 1;
             self.send_and_settle(&mut ledgers, event, now, report)
                 .await?;
