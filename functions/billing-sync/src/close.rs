@@ -30,11 +30,7 @@ pub enum CloseError {
 /// The month that should be closed at `now`: the previous one, once `close_after` has
 /// passed since it ended.
 pub fn month_to_close(now: DateTime<Utc>, close_after: Duration) -> Option<Window> {
-    let current = Window::containing(Granularity::Month, now);
-    let previous = Window::containing(
-        Granularity::Month,
-        current.start().checked_sub_signed(Duration::seconds(1))?,
-    );
+    let previous = Window::containing(Granularity::Month, now).previous();
     (now >= previous.end() + close_after).then_some(previous)
 }
 

@@ -228,9 +228,7 @@ impl<E: MeterEvents + 'static> BillingSync<E> {
         now: DateTime<Utc>,
         report: &mut SyncReport,
     ) -> Result<(), MeterStop> {
-        let Some(last) = last_closed_hour(now) else {
-            return Ok(());
-        };
+        let last = Window::containing(Granularity::Hour, now).previous();
         let earliest =
             (now - Duration::days(i64::from(self.lookback_days))).max(oldest_reportable(now));
         let first = Window::containing(Granularity::Hour, earliest);
@@ -495,13 +493,4 @@ impl<'a, E> Ledgers<'a, E> {
     fn forget(&mut self, hour: Window) {
         self.months.remove(&Self::month(hour));
     }
-}
-
-/// The last hour that has closed by `now`.
-fn last_closed_hour(now: DateTime<Utc>) -> Option<Window> {
-    let current = Window::containing(Granularity::Hour, now);
-    Some(Window::containing(
-        Granularity::Hour,
-        current.start().checked_sub_signed(Duration::seconds(1))?,
-    ))
 }

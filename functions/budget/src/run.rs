@@ -293,7 +293,7 @@ impl BudgetRun {
         now: DateTime<Utc>,
         report: &mut BudgetReport,
     ) -> Result<(), StoreError> {
-        let previous = Window::containing(Granularity::Month, month.start() - Duration::seconds(1));
+        let previous = month.previous();
         let due: Vec<Alert> = self
             .store
             .alerts(tenant, Some(previous))

@@ -94,6 +94,11 @@ impl Window {
         Window::containing(self.granularity, self.end())
     }
 
+    /// The window right before this one.
+    pub fn previous(&self) -> Window {
+        Window::containing(self.granularity, self.start - Duration::seconds(1))
+    }
+
     /// Whether `t` falls inside `[start, end)`.
     pub fn contains(&self, t: DateTime<Utc>) -> bool {
         self.start <= t && t < self.end()
@@ -311,6 +316,9 @@ mod tests {
     fn december_rolls_into_the_next_year() {
         let w = Window::containing(Granularity::Month, at("2026-12-31T23:00:00Z"));
         assert_eq!(w.next().key(), "2027-01");
+        assert_eq!(w.next().previous(), w);
+        let hour = Window::containing(Granularity::Hour, at("2027-01-01T00:10:00Z"));
+        assert_eq!(hour.previous().key(), "2026-12-31T23");
     }
 
     #[test]
