@@ -54,6 +54,7 @@ use thiserror::Error;
 use crate::aggregate::Aggregation;
 use crate::config::{ProblemKind, Problems, field};
 use crate::ids::{MeterName, TenantId};
+use crate::run_rate::is_cumulative;
 use crate::window::{Granularity, Window};
 
 /// Stripe's longest `identifier` and `event_name`.
@@ -119,7 +120,9 @@ impl StripeMeterConfig {
         valid &= problems
             .positive(field(path, "unitsPerQuantity"), self.units_per_quantity)
             .is_some();
-        if !is_additive(aggregation) {
+        // Stripe sums the events, so only quantities whose hours add up to the month can
+        // be reported: the cumulative ones.
+        if !is_cumulative(aggregation) {
             problems.report(
                 path.to_owned(),
                 ProblemKind::NotAdditive {
@@ -133,15 +136,6 @@ impl StripeMeterConfig {
             units_per_quantity: self.units_per_quantity,
         })
     }
-}
-
-/// Whether hourly quantities of `aggregation` add up to the month's: only those can be
-/// reported as Stripe events, which Stripe sums.
-pub fn is_additive(aggregation: &Aggregation) -> bool {
-    matches!(
-        aggregation,
-        Aggregation::Count | Aggregation::Sum | Aggregation::GaugeIntegral { .. }
-    )
 }
 
 /// Why an amount could not be reported.
