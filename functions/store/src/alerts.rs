@@ -29,7 +29,6 @@ use crate::directory::WriteMode;
 use crate::error::StoreError;
 use crate::table::{PK, SK, keys};
 
-const DOC: &str = "doc";
 const DELIVERY: &str = "delivery";
 const ACKNOWLEDGED: &str = "ackAt";
 const ATTEMPTS: &str = "att";
@@ -72,33 +71,20 @@ fn alert_sort(id: &AlertId) -> Result<String, StoreError> {
     Ok(format!("ALERT#{}#{}", month.key(), trigger.key()))
 }
 
-fn json<T: Serialize>(what: &str, value: &T) -> Result<String, StoreError> {
-    serde_json::to_string(value)
-        .map_err(|e| StoreError::InvalidBatch(format!("{what}: does not serialise: {e}")))
-}
-
-fn corrupt(item: &Item, reason: String) -> StoreError {
-    StoreError::Corrupt {
-        pk: codec::string(item, PK).unwrap_or_default().to_owned(),
-        sk: codec::string(item, SK).unwrap_or_default().to_owned(),
-        reason,
-    }
-}
-
 /// An alert as stored: the document written at creation, with its delivery and
 /// acknowledgement as they are now.
 fn alert_of(item: &Item) -> Result<Alert, StoreError> {
-    let doc = codec::string(item, DOC).ok_or_else(|| corrupt(item, "no document".into()))?;
+    let doc = codec::string(item, codec::DOC).ok_or_else(|| codec::corrupt(item, "no document"))?;
     let mut alert: Alert =
-        serde_json::from_str(doc).map_err(|e| corrupt(item, format!("alert: {e}")))?;
+        serde_json::from_str(doc).map_err(|e| codec::corrupt(item, format!("alert: {e}")))?;
     if let Some(delivery) = codec::string(item, DELIVERY) {
-        alert.delivery =
-            serde_json::from_str(delivery).map_err(|e| corrupt(item, format!("delivery: {e}")))?;
+        alert.delivery = serde_json::from_str(delivery)
+            .map_err(|e| codec::corrupt(item, format!("delivery: {e}")))?;
     }
     if let Some(at) = codec::string(item, ACKNOWLEDGED) {
         alert.acknowledged_at = Some(
             DateTime::parse_from_rfc3339(at)
-                .map_err(|e| corrupt(item, format!("acknowledgement: {e}")))?
+                .map_err(|e| codec::corrupt(item, format!("acknowledgement: {e}")))?
                 .to_utc(),
         );
     }
@@ -116,10 +102,13 @@ impl DynamoDbStore {
                 AttributeValue::S(keys::tenant(&alert.tenant)),
             ),
             (SK.to_owned(), AttributeValue::S(sk.clone())),
-            (DOC.to_owned(), AttributeValue::S(json(&sk, alert)?)),
+            (
+                codec::DOC.to_owned(),
+                AttributeValue::S(codec::to_json(&sk, alert)?),
+            ),
             (
                 DELIVERY.to_owned(),
-                AttributeValue::S(json(&sk, &alert.delivery)?),
+                AttributeValue::S(codec::to_json(&sk, &alert.delivery)?),
             ),
         ]);
         let put = self
@@ -182,7 +171,7 @@ impl DynamoDbStore {
             .expression_attribute_names("#pk", PK)
             .expression_attribute_names("#delivery", DELIVERY)
             .expression_attribute_names("#attempts", ATTEMPTS)
-            .expression_attribute_values(":delivery", AttributeValue::S(json(&sk, delivery)?))
+            .expression_attribute_values(":delivery", AttributeValue::S(codec::to_json(&sk, delivery)?))
             .expression_attribute_values(":attempts", AttributeValue::N(delivery.attempts.to_string()))
             .expression_attribute_values(":before", AttributeValue::N(attempts_before.to_string()))
             .expression_attribute_values(":zero", AttributeValue::N("0".to_owned()))

@@ -18,8 +18,6 @@ use std::collections::HashMap;
 use aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError;
 use aws_sdk_dynamodb::types::{AttributeValue, Put, TransactWriteItem};
 use chrono::{DateTime, Utc};
-use serde::Serialize;
-use serde::de::DeserializeOwned;
 use tollgate_core::billing::{EventStatus, LedgerEvent, MeterLedger, Reconciliation};
 use tollgate_core::ids::{MeterName, TenantId};
 use tollgate_core::invoice::Statement;
@@ -34,7 +32,6 @@ use crate::directory::WriteMode;
 use crate::error::StoreError;
 use crate::table::{PK, SK, keys};
 
-const DOC: &str = "doc";
 const VERSION: &str = "ver";
 const STATUS: &str = "st";
 
@@ -60,21 +57,6 @@ fn status_name(status: EventStatus) -> &'static str {
     }
 }
 
-fn json<T: Serialize>(what: &str, value: &T) -> Result<String, StoreError> {
-    serde_json::to_string(value)
-        .map_err(|e| StoreError::InvalidBatch(format!("{what}: does not serialise: {e}")))
-}
-
-fn parse<T: DeserializeOwned>(item: &Item) -> Result<T, StoreError> {
-    let corrupt = |reason: String| StoreError::Corrupt {
-        pk: codec::string(item, PK).unwrap_or_default().to_owned(),
-        sk: codec::string(item, SK).unwrap_or_default().to_owned(),
-        reason,
-    };
-    let doc = codec::string(item, DOC).ok_or_else(|| corrupt("no document".to_owned()))?;
-    serde_json::from_str(doc).map_err(|e| corrupt(format!("document: {e}")))
-}
-
 impl DynamoDbStore {
     /// The ledger totals of `tenant`'s `meter` in `month`; `None` before its first event.
     pub async fn meter_ledger(
@@ -93,7 +75,7 @@ impl DynamoDbStore {
             .send()
             .await
             .map_err(|e| StoreError::from_sdk("GetItem", e))?;
-        output.item().map(parse).transpose()
+        output.item().map(codec::parse_doc).transpose()
     }
 
     /// The ledger events of `tenant`'s `meter` for the hours `[from, to]`, by hour then
@@ -110,7 +92,7 @@ impl DynamoDbStore {
         let items = self
             .query_between(keys::tenant(tenant), lower, upper)
             .await?;
-        items.iter().map(parse).collect()
+        items.iter().map(codec::parse_doc).collect()
     }
 
     /// Records `event` (new, under its hour and sequence) and the month's totals moving
@@ -160,7 +142,10 @@ impl DynamoDbStore {
                 AttributeValue::S(keys::tenant(&event.tenant)),
             ),
             (SK.to_owned(), AttributeValue::S(sk.clone())),
-            (DOC.to_owned(), AttributeValue::S(json(&sk, event)?)),
+            (
+                codec::DOC.to_owned(),
+                AttributeValue::S(codec::to_json(&sk, event)?),
+            ),
             (
                 STATUS.to_owned(),
                 AttributeValue::S(status_name(event.status).to_owned()),
@@ -204,7 +189,10 @@ impl DynamoDbStore {
                 AttributeValue::S(keys::tenant(&event.tenant)),
             ),
             (SK.to_owned(), AttributeValue::S(sk.clone())),
-            (DOC.to_owned(), AttributeValue::S(json(&sk, after)?)),
+            (
+                codec::DOC.to_owned(),
+                AttributeValue::S(codec::to_json(&sk, after)?),
+            ),
             (
                 VERSION.to_owned(),
                 AttributeValue::N(after.version.to_string()),

@@ -14,6 +14,9 @@ use tollgate_core::usage::{UsageKey, UsageRow};
 use crate::error::StoreError;
 use crate::table::{PK, SK, TTL, keys};
 
+/// The JSON document of a document item (profiles, plans, alerts, ledger entries…).
+pub(crate) const DOC: &str = "doc";
+
 /// The aggregation kind of a counter (`count`, `sum`, …).
 pub(crate) const KIND: &str = "kind";
 /// JSON of a non-additive state.
@@ -37,7 +40,7 @@ pub(crate) struct StoredState {
     pub version: u64,
 }
 
-fn corrupt(item: &Item, reason: impl Into<String>) -> StoreError {
+pub(crate) fn corrupt(item: &Item, reason: impl Into<String>) -> StoreError {
     StoreError::Corrupt {
         pk: string(item, PK).unwrap_or_default().to_owned(),
         sk: string(item, SK).unwrap_or_default().to_owned(),
@@ -146,4 +149,16 @@ pub(crate) fn usage_row(tenant: &TenantId, item: &Item) -> Result<UsageRow, Stor
         key,
         state: state_of(item)?,
     })
+}
+
+/// `value` as the JSON kept in a document item; `what` names it in the error.
+pub(crate) fn to_json<T: serde::Serialize>(what: &str, value: &T) -> Result<String, StoreError> {
+    serde_json::to_string(value)
+        .map_err(|e| StoreError::InvalidBatch(format!("{what}: does not serialise: {e}")))
+}
+
+/// The JSON document of a document item.
+pub(crate) fn parse_doc<T: serde::de::DeserializeOwned>(item: &Item) -> Result<T, StoreError> {
+    let json = string(item, DOC).ok_or_else(|| corrupt(item, "no document"))?;
+    serde_json::from_str(json).map_err(|e| corrupt(item, format!("document: {e}")))
 }

@@ -15,11 +15,10 @@ use tollgate_core::ids::TenantId;
 use tollgate_core::tenant::{ApiKeyHash, ApiKeyRecord, TenantProfile};
 
 use crate::DynamoDbStore;
-use crate::codec::{self, Item};
+use crate::codec::{self, DOC, Item, parse_doc};
 use crate::error::StoreError;
 use crate::table::{GSI1, GSI1_PK, GSI1_SK, PK, SK, keys};
 
-const DOC: &str = "doc";
 const TENANTS_INDEX: &str = "TENANTS";
 const PROFILE: &str = "PROFILE";
 const KEY: &str = "KEY";
@@ -45,8 +44,7 @@ impl DynamoDbStore {
         index: Option<(String, String)>,
         mode: WriteMode,
     ) -> Result<(), StoreError> {
-        let json = serde_json::to_string(doc)
-            .map_err(|e| StoreError::InvalidBatch(format!("{pk}: does not serialise: {e}")))?;
+        let json = codec::to_json(&pk, doc)?;
         let mut item: Item = HashMap::from([
             (PK.to_owned(), AttributeValue::S(pk.clone())),
             (SK.to_owned(), AttributeValue::S(sk.to_owned())),
@@ -307,17 +305,4 @@ fn key_order(record: &ApiKeyRecord) -> String {
             .to_rfc3339_opts(chrono::SecondsFormat::Micros, true),
         record.hash.as_hex()
     )
-}
-
-fn parse_doc<T: DeserializeOwned>(item: &Item) -> Result<T, StoreError> {
-    let json = codec::string(item, DOC).ok_or_else(|| StoreError::Corrupt {
-        pk: codec::string(item, PK).unwrap_or_default().to_owned(),
-        sk: codec::string(item, SK).unwrap_or_default().to_owned(),
-        reason: "no document".to_owned(),
-    })?;
-    serde_json::from_str(json).map_err(|e| StoreError::Corrupt {
-        pk: codec::string(item, PK).unwrap_or_default().to_owned(),
-        sk: codec::string(item, SK).unwrap_or_default().to_owned(),
-        reason: format!("document: {e}"),
-    })
 }
