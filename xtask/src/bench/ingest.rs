@@ -1,20 +1,12 @@
-//! `cargo xtask bench`: measurements quoted in the docs, each with the command that made
-//! it. Figures depend on the machine; DynamoDB Local stands in for DynamoDB, so request
-//! and item counts transfer to AWS while timings only compare runs on one machine.
-//!
-//! - ingest: rows applied per second per invocation, and DynamoDB write requests and
-//!   items per 1,000 events, for single CloudEvents in SQS batches of 10 and of 100,
-//!   CloudEvents batch messages (what the usage API sends), and edge batches.
-//! - filter: the edge filter's per-request cost as the real `.wasm` in the proxy-wasm
-//!   host against the no-op filter in the same host, and the native cost of its
-//!   decision (`wasm-host/benches/filter.rs`, built in release: timings of a debug
-//!   build would measure the debug build).
+//! Ingest against DynamoDB Local: rows applied per second per invocation, and DynamoDB
+//! write requests and items per 1,000 events, for single CloudEvents in SQS batches of 10
+//! and of 100, CloudEvents batch messages (what the usage API sends), and edge batches.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use anyhow::{Context, Result};
+use anyhow::Result;
 use aws_lambda_events::sqs::{SqsEvent, SqsMessage};
 use aws_sdk_dynamodb::config::interceptors::BeforeTransmitInterceptorContextRef;
 use aws_sdk_dynamodb::config::{ConfigBag, Intercept, RuntimeComponents};
@@ -24,46 +16,18 @@ use serde_json::json;
 use tollgate_core::message::EDGE_BATCH_SCHEMA;
 use tollgate_core::meter::MeterCatalog;
 use tollgate_core::window::EventTimePolicy;
-use tollgate_devstack::DynamoDbLocal;
 use tollgate_ingest::Ingest;
 use tollgate_store::DynamoDbStore;
 
-pub fn run() -> Result<()> {
-    filter()?;
-    let dynamodb = DynamoDbLocal::ensure()?.start()?;
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .context("starting the async runtime")?;
-    let result = runtime.block_on(ingest(dynamodb.endpoint()));
-    let stopped = dynamodb.stop();
-    result.and(stopped)
-}
-
-/// The filter benchmark: the wasm modules in release, then the bench binary.
-fn filter() -> Result<()> {
-    let root = crate::util::repo_root()?;
-    eprintln!("[bench] building the filters for wasm32-wasip1 (release)");
-    crate::util::run(crate::util::cargo(&root).args(crate::util::wasm_build_args()))?;
-    eprintln!("[bench] filter per-request cost (cargo bench -p tollgate-wasm-host --bench filter)");
-    crate::util::run(crate::util::cargo(&root).args([
-        "bench",
-        "-p",
-        "tollgate-wasm-host",
-        "--bench",
-        "filter",
-    ]))
-}
-
 /// Counts DynamoDB write calls by operation (shared between the client and the bench).
 #[derive(Debug, Default, Clone)]
-struct WriteCounter(Arc<WriteCounts>);
+pub(super) struct WriteCounter(pub(super) Arc<WriteCounts>);
 
 #[derive(Debug, Default)]
-struct WriteCounts {
-    transactions: AtomicUsize,
-    batch_writes: AtomicUsize,
-    puts: AtomicUsize,
+pub(super) struct WriteCounts {
+    pub(super) transactions: AtomicUsize,
+    pub(super) batch_writes: AtomicUsize,
+    pub(super) puts: AtomicUsize,
 }
 
 impl Intercept for WriteCounter {
@@ -207,7 +171,8 @@ fn edge_batches(flushes: usize, now: DateTime<Utc>) -> Scenario {
     }
 }
 
-async fn ingest(endpoint: &str) -> Result<()> {
+/// Rows/s per invocation and DynamoDB writes per 1,000 events, per scenario.
+pub async fn run(endpoint: &str) -> Result<()> {
     let now = Utc::now();
     let scenarios = [
         cloudevents("CloudEvents, 10 per invocation", 2_000, 10, now),
