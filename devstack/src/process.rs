@@ -116,7 +116,8 @@ pub struct SpawnOptions {
     /// a Lambda function gets only its configuration. `None`: it inherits ours.
     pub env: Option<Vec<(String, String)>>,
     /// `Some(prefix)`: every line the process prints is also written to our stderr as
-    /// `[prefix] line`, besides being kept for [`Supervised::output`].
+    /// `[prefix] line`, besides being kept for [`Supervised::output`]; CloudWatch metric
+    /// documents (Embedded Metric Format lines) are kept but not echoed.
     pub echo_prefix: Option<String>,
 }
 
@@ -312,6 +313,14 @@ impl fmt::Debug for Supervised {
 }
 
 /// The tail of a process's output, filled by one reader thread per stream.
+/// A CloudWatch Embedded Metric Format document: a JSON object with an `_aws` member.
+/// Lambda turns these into metrics; locally they are data, not messages for people.
+fn is_metric_document(line: &str) -> bool {
+    line.starts_with('{')
+        && serde_json::from_str::<serde_json::Value>(line)
+            .is_ok_and(|doc| doc.get("_aws").is_some())
+}
+
 #[derive(Default)]
 struct OutputLog {
     lines: Arc<Mutex<VecDeque<String>>>,
@@ -333,7 +342,9 @@ impl OutputLog {
                     Ok(0) | Err(_) => break,
                     Ok(_) => {
                         let line = String::from_utf8_lossy(&buf).trim_end().to_owned();
-                        if let Some(prefix) = &echo_prefix {
+                        if let Some(prefix) =
+                            echo_prefix.as_ref().filter(|_| !is_metric_document(&line))
+                        {
                             eprintln!("[{prefix}] {line}");
                         }
                         let mut lines = lines.lock().unwrap_or_else(PoisonError::into_inner);
@@ -385,6 +396,18 @@ mod tests {
                     .is_some_and(|(_, rest)| !rest.trim_start().starts_with('Z'))
             })
             .unwrap_or(false)
+    }
+
+    #[test]
+    fn metric_documents_are_told_from_log_lines() {
+        assert!(is_metric_document(
+            r#"{"Function":"ingest","MessagesApplied":1,"_aws":{"Timestamp":1,"CloudWatchMetrics":[]}}"#
+        ));
+        assert!(!is_metric_document(
+            r#"{"level":"WARN","message":"retrying"}"#
+        ));
+        assert!(!is_metric_document("WARN ingest: a message mentions _aws"));
+        assert!(!is_metric_document("{not json"));
     }
 
     #[test]
