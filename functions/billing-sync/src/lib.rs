@@ -9,6 +9,8 @@
 //! - [`ports`]: the [`ports::MeterEvents`] port the run reports through.
 //! - [`stripe`]: that port over `async-stripe` (one attempt per call, the identifier as
 //!   the `Idempotency-Key`, errors sorted into retryable and rejected).
+//! - [`metrics`]: a run's counts as a CloudWatch Embedded Metric Format line (the
+//!   template's Stripe alarms watch it).
 //! - [`pacing`] and [`retry`]: the client-side rate limiter (Stripe: 1,000 calls/s live,
 //!   25 writes/s in test mode) and exponential backoff with full jitter.
 //!
@@ -16,6 +18,7 @@
 //! identifiers, the 35-day window) live in `tollgate_core::billing`.
 
 pub mod close;
+pub mod metrics;
 pub mod pacing;
 pub mod ports;
 pub mod retry;

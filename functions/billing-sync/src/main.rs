@@ -53,6 +53,8 @@ async fn main() -> Result<(), lambda_runtime::Error> {
             .run(request.scheduled_time, Instant::now() + remaining)
             .await?;
         tracing::info!(?reply, "billing sync finished");
+        // Metrics for the template's alarms, through the log (no CloudWatch call).
+        println!("{}", reply.emf_line(chrono::Utc::now()));
         Ok::<SyncReport, lambda_runtime::Error>(reply)
     }))
     .await
