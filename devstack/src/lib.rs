@@ -12,6 +12,9 @@
 //!   to run.
 //! - [`SqsServer`]: moto's server mode ([`MOTO_PYPI_VERSION`], from PyPI) in a cached
 //!   virtualenv, for SQS. Needs Python 3 with `venv`.
+//! - [`CfnLint`]: not an emulator, the CloudFormation linter ([`CFN_LINT_PYPI_VERSION`],
+//!   from PyPI) in a cached virtualenv, installed the same way as moto, for checking
+//!   `infra/template.yaml`.
 //! - [`stripe::StripeStandIn`]: an in-process stand-in for Stripe's meter-event endpoint
 //!   (Stripe has no local server), with faults on cue.
 //! - [`webhook::WebhookReceiver`]: a tenant's webhook endpoint on loopback that verifies
@@ -58,11 +61,13 @@
 //! ```
 
 mod cache;
+mod cfn_lint;
 mod dynamodb;
 mod http;
 mod install;
 mod java;
 mod process;
+mod pypi;
 mod running;
 mod sqs;
 pub mod stripe;
@@ -70,6 +75,7 @@ mod testing;
 pub mod webhook;
 
 pub use cache::{CACHE_DIR_ENV, cache_dir};
+pub use cfn_lint::{CFN_LINT_PYPI_VERSION, CfnLint};
 pub use dynamodb::{DYNAMODB_LOCAL_NPM_PACKAGE, DYNAMODB_LOCAL_NPM_VERSION, DynamoDbLocal};
 pub use install::InstallOutcome;
 pub use process::{SpawnOptions, Supervised};

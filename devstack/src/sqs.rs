@@ -4,29 +4,31 @@
 //! emulates every AWS service moto knows on one port; tollgate uses it for SQS.
 
 use std::ffi::OsString;
-use std::fs;
 use std::net::{Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
-use std::process::Command;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use anyhow::{Context, Result, bail};
+use anyhow::Result;
 
 use crate::cache::cache_dir;
 use crate::http;
-use crate::install::{InstallOutcome, install_atomically, run_captured};
+use crate::install::InstallOutcome;
 use crate::process::{Supervised, start_on_free_port};
+use crate::pypi::{PypiTool, python_in};
 use crate::running::{RunningEmulator, RunningSqsServer};
 
 /// The pinned version of the PyPI package `moto` (installed with its `server` extra).
 pub const MOTO_PYPI_VERSION: &str = "5.2.5";
 
-/// Written last into a finished install; holds the moto version.
-const MARKER: &str = "tollgate-install.txt";
+const MOTO: PypiTool = PypiTool {
+    name: "moto",
+    requirement: "moto[server]==5.2.5",
+    version: MOTO_PYPI_VERSION,
+    version_check: "import moto, moto.server; print(moto.__version__)",
+    cost: "~300 MB, ~30 s",
+};
 const READY_TIMEOUT: Duration = Duration::from_secs(60);
 const PROBE_TIMEOUT: Duration = Duration::from_secs(2);
-const PYTHON_HINT: &str = "install Python 3.9+ with venv (Debian/Ubuntu: \
-     `apt-get install python3 python3-venv`)";
 
 /// An installed moto server (the SQS emulator), ready to [`start`](Self::start).
 #[derive(Debug, Clone)]
@@ -60,32 +62,11 @@ impl SqsServer {
     ///
     /// As for [`ensure`](Self::ensure).
     pub fn ensure_in(cache_dir: &Path) -> Result<Self> {
-        let venv = cache_dir
-            .join("moto")
-            .join(format!("moto-{MOTO_PYPI_VERSION}"));
-        let started = Instant::now();
-        let outcome = install_atomically(&venv, is_complete, |staging| {
-            eprintln!(
-                "[devstack] installing moto[server]=={MOTO_PYPI_VERSION} from PyPI into {} (one time, ~300 MB, ~30 s)",
-                venv.display()
-            );
-            populate(staging)
-        })?;
-        let version = read_marker(&venv)?;
-        match outcome {
-            InstallOutcome::AlreadyCached => {
-                eprintln!("[devstack] moto {version}: cached at {}", venv.display())
-            }
-            InstallOutcome::Installed => eprintln!(
-                "[devstack] moto {version}: installed at {} in {:.1}s",
-                venv.display(),
-                started.elapsed().as_secs_f64()
-            ),
-        }
+        let installed = MOTO.ensure_in(cache_dir)?;
         Ok(Self {
-            venv,
-            version,
-            outcome,
+            venv: installed.venv,
+            version: installed.version,
+            outcome: installed.outcome,
         })
     }
 
@@ -136,10 +117,6 @@ impl SqsServer {
     }
 }
 
-fn python_in(venv: &Path) -> PathBuf {
-    venv.join("bin").join("python")
-}
-
 /// One SQS `ListQueues` (query protocol); moto picks the service from the credential scope.
 fn probe(port: u16) -> Result<(), String> {
     let response = http::request(
@@ -166,60 +143,4 @@ fn probe(port: u16) -> Result<(), String> {
             response.status, response.body
         ))
     }
-}
-
-fn is_complete(venv: &Path) -> bool {
-    python_in(venv).exists() && venv.join(MARKER).is_file()
-}
-
-fn read_marker(venv: &Path) -> Result<String> {
-    let marker = venv.join(MARKER);
-    let text =
-        fs::read_to_string(&marker).with_context(|| format!("reading {}", marker.display()))?;
-    text.lines()
-        .find_map(|line| line.strip_prefix("moto-version="))
-        .map(str::to_owned)
-        .with_context(|| format!("{} names no moto-version", marker.display()))
-}
-
-/// Creates the virtualenv in `staging`, installs moto into it and checks it imports;
-/// returns the virtualenv to move into place.
-fn populate(staging: &Path) -> Result<PathBuf> {
-    let venv = staging.join("venv");
-    run_captured(
-        Command::new("python3").args(["-m", "venv"]).arg(&venv),
-        PYTHON_HINT,
-    )
-    .context("creating a virtualenv for moto")?;
-    let python = python_in(&venv);
-    let spec = format!("moto[server]=={MOTO_PYPI_VERSION}");
-    run_captured(
-        Command::new(&python).args([
-            "-m",
-            "pip",
-            "install",
-            "--quiet",
-            "--disable-pip-version-check",
-            "--no-input",
-            &spec,
-        ]),
-        PYTHON_HINT,
-    )
-    .with_context(|| format!("installing {spec} from PyPI"))?;
-    let output = run_captured(
-        Command::new(&python).args(["-c", "import moto, moto.server; print(moto.__version__)"]),
-        PYTHON_HINT,
-    )
-    .context("importing the installed moto")?;
-    let version = String::from_utf8_lossy(&output.stdout).trim().to_owned();
-    if version != MOTO_PYPI_VERSION {
-        bail!("asked pip for moto {MOTO_PYPI_VERSION}, got {version:?}");
-    }
-    let marker = venv.join(MARKER);
-    fs::write(
-        &marker,
-        format!("pypi-package={spec}\nmoto-version={version}\n"),
-    )
-    .with_context(|| format!("writing {}", marker.display()))?;
-    Ok(venv)
 }

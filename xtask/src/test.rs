@@ -2,7 +2,8 @@
 //!
 //! Steps: toolchain (clippy, rustfmt, wasm32-wasip1) → DynamoDB Local (its endpoint goes
 //! to every later command as `TOLLGATE_DYNAMODB_ENDPOINT`) → `cargo fmt --check` →
-//! `cargo clippy -D warnings` → the proxy-wasm filters for wasm32-wasip1 (release; the
+//! `cargo clippy -D warnings` → `cfn-lint infra/template.yaml` (pinned, installed into the
+//! cache on first use) → the proxy-wasm filters for wasm32-wasip1 (release; the
 //! wasm host's tests load them) → tests (`cargo nextest run` when available, else
 //! `cargo test`) → doctests (`cargo test --doc`; nextest does not run them). The first
 //! failure stops the run; DynamoDB Local is stopped either way, and a failed command's exit
@@ -12,12 +13,16 @@ use std::path::Path;
 use std::process::Command;
 
 use anyhow::{Result, bail};
-use tollgate_devstack::{DYNAMODB_ENDPOINT_ENV, DynamoDbLocal, SQS_ENDPOINT_ENV, SqsServer};
+use tollgate_devstack::{
+    CfnLint, DYNAMODB_ENDPOINT_ENV, DynamoDbLocal, SQS_ENDPOINT_ENV, SqsServer,
+};
 
 use crate::util::{self, Steps, TestTally, cargo};
 
 const COMPONENTS: [&str; 2] = ["clippy", "rustfmt"];
 const TARGETS: [&str; 1] = ["wasm32-wasip1"];
+/// The AWS SAM template, relative to the repository root.
+const SAM_TEMPLATE: &str = "infra/template.yaml";
 
 /// What `cargo xtask test` was asked to do.
 #[derive(Debug, Default, PartialEq, Eq)]
@@ -122,9 +127,11 @@ fn run_checks(
                 "warnings",
             ]))
         })?;
+        steps.run("cfn-lint infra/template.yaml", || lint_template(root))?;
     } else {
         steps.skip("cargo fmt --check", "--no-lint");
         steps.skip("cargo clippy", "--no-lint");
+        steps.skip("cfn-lint infra/template.yaml", "--no-lint");
     }
 
     steps.run("wasm filters (wasm32-wasip1, release)", || {
@@ -157,6 +164,31 @@ fn run_checks(
             tally,
         )
     })?;
+    Ok(())
+}
+
+/// Lints the SAM template with the pinned cfn-lint (installed on first use, then only
+/// checked). Any finding fails the step: cfn-lint's exit code is non-zero for errors,
+/// warnings and informational findings alike, and each is printed with its rule id.
+fn lint_template(root: &Path) -> Result<()> {
+    let cfn_lint = CfnLint::ensure()?;
+    eprintln!(
+        "    $ cfn-lint {SAM_TEMPLATE}    (cfn-lint {})",
+        cfn_lint.version()
+    );
+    let status = cfn_lint
+        .command()
+        .current_dir(root)
+        .arg("--")
+        .arg(SAM_TEMPLATE)
+        .status()?;
+    if !status.success() {
+        bail!(
+            "cfn-lint {} found problems in {SAM_TEMPLATE} ({status}); see its findings above",
+            cfn_lint.version()
+        );
+    }
+    eprintln!("    {SAM_TEMPLATE}: no findings");
     Ok(())
 }
 
