@@ -1,6 +1,8 @@
 //! cfn-lint end to end: installed once (then found cached), and it tells a valid SAM
 //! template from a broken one by its exit code, offline.
 
+#![allow(clippy::unwrap_used)] // tests fail by panicking
+
 use std::path::PathBuf;
 
 use tollgate_devstack::{CFN_LINT_PYPI_VERSION, CfnLint, InstallOutcome};
@@ -66,7 +68,10 @@ fn cfn_lint_passes_a_valid_template_and_fails_a_broken_one_naming_the_rules() {
     assert!(!failed.status.success());
     let findings = String::from_utf8_lossy(&failed.stdout);
     assert!(findings.contains("E3002"), "unknown property: {findings}");
-    assert!(findings.contains("E6101"), "a Ref to no resource: {findings}");
+    assert!(
+        findings.contains("E6101"),
+        "a Ref to no resource: {findings}"
+    );
     std::fs::remove_file(valid).unwrap();
     std::fs::remove_file(broken).unwrap();
 }
