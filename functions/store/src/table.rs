@@ -34,12 +34,21 @@ use tollgate_core::window::{Granularity, Window};
 
 use crate::error::StoreError;
 
-pub(crate) const PK: &str = "pk";
-pub(crate) const SK: &str = "sk";
-pub(crate) const TTL: &str = "ttl";
-pub(crate) const GSI1: &str = "gsi1";
-pub(crate) const GSI1_PK: &str = "gsi1pk";
-pub(crate) const GSI1_SK: &str = "gsi1sk";
+// The table's definition, public so a deployment (infra/template.yaml) can be checked
+// against what [`create_table`] creates. Every key attribute is a string (`S`) and the
+// index projects all attributes.
+/// The partition key attribute.
+pub const PK: &str = "pk";
+/// The sort key attribute.
+pub const SK: &str = "sk";
+/// The TTL attribute (epoch seconds).
+pub const TTL: &str = "ttl";
+/// The sparse listing index.
+pub const GSI1: &str = "gsi1";
+/// `gsi1`'s partition key attribute.
+pub const GSI1_PK: &str = "gsi1pk";
+/// `gsi1`'s sort key attribute.
+pub const GSI1_SK: &str = "gsi1sk";
 
 /// How long each kind of item is kept. `None` keeps it forever.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
