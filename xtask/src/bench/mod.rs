@@ -7,14 +7,19 @@
 //!   (`wasm-host/benches/filter.rs`, built in release: timings of a debug build would
 //!   measure the debug build).
 //! - `ingest`: rows/s per invocation and DynamoDB writes per 1,000 events ([`ingest`]).
+//! - `cost`: the AWS cost per 1,000,000 metered requests: the real filter in 10 gateways,
+//!   its SQS messages through the real ingest on DynamoDB Local, every request, item and
+//!   write unit counted, then the cost model it calibrates ([`cost`], [`cost_model`]).
 
+mod cost;
+mod cost_model;
 mod ingest;
 
 use anyhow::{Context, Result, bail};
 use tollgate_devstack::DynamoDbLocal;
 
 /// The parts of the bench, in the order a full run takes them.
-pub const PARTS: [&str; 2] = ["filter", "ingest"];
+pub const PARTS: [&str; 3] = ["filter", "ingest", "cost"];
 
 /// Runs the named parts (all of them when `parts` is empty).
 pub fn run(parts: &[String]) -> Result<()> {
@@ -30,7 +35,10 @@ pub fn run(parts: &[String]) -> Result<()> {
     if wanted("filter") {
         filter()?;
     }
-    let needs_dynamodb = ["ingest"].iter().any(|p| wanted(p));
+    if wanted("cost") && !wanted("filter") {
+        build_wasm()?;
+    }
+    let needs_dynamodb = ["ingest", "cost"].iter().any(|p| wanted(p));
     if !needs_dynamodb {
         return Ok(());
     }
@@ -43,6 +51,9 @@ pub fn run(parts: &[String]) -> Result<()> {
         if wanted("ingest") {
             ingest::run(dynamodb.endpoint()).await?;
         }
+        if wanted("cost") {
+            cost::run(dynamodb.endpoint()).await?;
+        }
         anyhow::Ok(())
     });
     let stopped = dynamodb.stop();
@@ -52,8 +63,7 @@ pub fn run(parts: &[String]) -> Result<()> {
 /// The filter benchmark: the wasm modules in release, then the bench binary.
 fn filter() -> Result<()> {
     let root = crate::util::repo_root()?;
-    eprintln!("[bench] building the filters for wasm32-wasip1 (release)");
-    crate::util::run(crate::util::cargo(&root).args(crate::util::wasm_build_args()))?;
+    build_wasm()?;
     eprintln!("[bench] filter per-request cost (cargo bench -p tollgate-wasm-host --bench filter)");
     crate::util::run(crate::util::cargo(&root).args([
         "bench",
@@ -62,4 +72,11 @@ fn filter() -> Result<()> {
         "--bench",
         "filter",
     ]))
+}
+
+/// The filters for wasm32-wasip1 (release), which the `filter` and `cost` parts load.
+fn build_wasm() -> Result<()> {
+    let root = crate::util::repo_root()?;
+    eprintln!("[bench] building the filters for wasm32-wasip1 (release)");
+    crate::util::run(crate::util::cargo(&root).args(crate::util::wasm_build_args()))
 }
