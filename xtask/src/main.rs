@@ -39,6 +39,8 @@ commands:
         the measurements the docs quote; all parts, or only those named:
         filter   per request in the host vs a no-op filter, native decision
         ingest   rows/s per invocation, DynamoDB writes per 1,000 events
+        api      usage API month views (50 meters) over HTTP: p50/p99, DynamoDB calls
+        sizes    each Lambda's release binary: as built, stripped, zipped
         cost     AWS $ per 1M metered requests: 10 gateways' real filter → SQS →
                  ingest on DynamoDB Local, counted; the model, sweep, idle floor
   dynamodb

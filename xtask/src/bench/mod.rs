@@ -7,19 +7,25 @@
 //!   (`wasm-host/benches/filter.rs`, built in release: timings of a debug build would
 //!   measure the debug build).
 //! - `ingest`: rows/s per invocation and DynamoDB writes per 1,000 events ([`ingest`]).
+//! - `api`: the usage API's month views for a tenant with 50 meters, served over HTTP on
+//!   loopback: p50/p99 latency, requests/s, reply size, DynamoDB calls per request ([`api`]).
+//! - `sizes`: each Lambda's release binary, stripped and zipped as a deployment package
+//!   ([`sizes`]).
 //! - `cost`: the AWS cost per 1,000,000 metered requests: the real filter in 10 gateways,
 //!   its SQS messages through the real ingest on DynamoDB Local, every request, item and
 //!   write unit counted, then the cost model it calibrates ([`cost`], [`cost_model`]).
 
+mod api;
 mod cost;
 mod cost_model;
 mod ingest;
+mod sizes;
 
 use anyhow::{Context, Result, bail};
 use tollgate_devstack::DynamoDbLocal;
 
 /// The parts of the bench, in the order a full run takes them.
-pub const PARTS: [&str; 3] = ["filter", "ingest", "cost"];
+pub const PARTS: [&str; 5] = ["filter", "sizes", "ingest", "api", "cost"];
 
 /// Runs the named parts (all of them when `parts` is empty).
 pub fn run(parts: &[String]) -> Result<()> {
@@ -35,10 +41,13 @@ pub fn run(parts: &[String]) -> Result<()> {
     if wanted("filter") {
         filter()?;
     }
+    if wanted("sizes") {
+        sizes::run()?;
+    }
     if wanted("cost") && !wanted("filter") {
         build_wasm()?;
     }
-    let needs_dynamodb = ["ingest", "cost"].iter().any(|p| wanted(p));
+    let needs_dynamodb = ["ingest", "api", "cost"].iter().any(|p| wanted(p));
     if !needs_dynamodb {
         return Ok(());
     }
@@ -50,6 +59,9 @@ pub fn run(parts: &[String]) -> Result<()> {
     let result = runtime.block_on(async {
         if wanted("ingest") {
             ingest::run(dynamodb.endpoint()).await?;
+        }
+        if wanted("api") {
+            api::run(dynamodb.endpoint()).await?;
         }
         if wanted("cost") {
             cost::run(dynamodb.endpoint()).await?;
