@@ -784,3 +784,60 @@ fn every_alarm_watches_a_metric_that_exists_and_notifies_the_optional_topic() {
         get_att("UsageDeadLetterQueue", "QueueName")
     );
 }
+
+/// Every name a `Ref`, `Fn::GetAtt` or `${…}` in `Fn::Sub` points at, collected in `out`.
+fn referenced_names(value: &Value, out: &mut BTreeSet<String>) {
+    match value {
+        Value::Object(fields) => {
+            for (key, inner) in fields {
+                match (key.as_str(), inner) {
+                    ("Ref", Value::String(name)) => {
+                        out.insert(name.clone());
+                    }
+                    ("Fn::GetAtt", Value::Array(parts)) => {
+                        out.insert(parts[0].as_str().unwrap().to_owned());
+                    }
+                    ("Fn::Sub", Value::String(text)) => {
+                        for piece in text.split("${").skip(1) {
+                            let name = piece.split('}').next().unwrap();
+                            out.insert(name.split('.').next().unwrap().to_owned());
+                        }
+                    }
+                    _ => referenced_names(inner, out),
+                }
+            }
+        }
+        Value::Array(items) => items.iter().for_each(|item| referenced_names(item, out)),
+        _ => {}
+    }
+}
+
+#[test]
+fn every_reference_names_a_resource_parameter_or_pseudo_parameter_of_the_stack() {
+    let template = template();
+    let mut names = BTreeSet::new();
+    referenced_names(&template["Resources"], &mut names);
+    referenced_names(&template["Outputs"], &mut names);
+    referenced_names(&template["Conditions"], &mut names);
+    let parameters = template["Parameters"].as_object().unwrap();
+    // SAM's generated resources that the template may name: a function's Function URL.
+    let generated: BTreeSet<String> = resources(&template)
+        .iter()
+        .filter(|(_, r)| !r["Properties"]["FunctionUrlConfig"].is_null())
+        .map(|(id, _)| format!("{id}Url"))
+        .collect();
+    for name in names {
+        assert!(
+            resources(&template).contains_key(&name)
+                || parameters.contains_key(&name)
+                || name.starts_with("AWS::")
+                || generated.contains(&name),
+            "{name} is referenced but the stack has no such resource or parameter"
+        );
+    }
+    let mut used = BTreeSet::new();
+    referenced_names(&template, &mut used);
+    for name in parameters.keys() {
+        assert!(used.contains(name), "parameter {name} is never used");
+    }
+}
