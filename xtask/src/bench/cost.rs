@@ -924,8 +924,8 @@ fn print_sweep(cal: &Calibration, prices: &Prices) {
     let h = Scenario::headline();
     println!("==> sweep (model, calibrated by the measured run; one parameter changed at a time)");
     println!(
-        "    {:<34} {:>12} {:>12}  {}",
-        "scenario", "$ per 1M", "$ per month", "largest line"
+        "    {:<38} {:>12} {:>12}  largest line",
+        "scenario", "$ per 1M", "$ per month"
     );
     let mut rows: Vec<(String, Scenario)> = Vec::new();
     for rate in [100.0, 1_000.0, 10_000.0] {
@@ -965,6 +965,14 @@ fn print_sweep(cal: &Calibration, prices: &Prices) {
         ));
     }
     rows.push((
+        "W = 1 s, B = 10 (infra/template.yaml)".to_owned(),
+        Scenario {
+            window_seconds: 1.0,
+            batch_size: 10.0,
+            ..h
+        },
+    ));
+    rows.push((
         "F = 300 s, S = 60 s".to_owned(),
         Scenario {
             flush_seconds: 300.0,
@@ -989,7 +997,7 @@ fn print_sweep(cal: &Calibration, prices: &Prices) {
                 .unwrap_or_default();
         let (largest, _) = b.lines().first().copied().unwrap_or(("-", Decimal::ZERO));
         println!(
-            "    {name:<34} {:>12} {:>12}  {largest}",
+            "    {name:<38} {:>12} {:>12}  {largest}",
             dollars(b.total()),
             dollars(month.round_dp(2))
         );

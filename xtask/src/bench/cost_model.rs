@@ -25,14 +25,16 @@ pub const MAX_BODY_BYTES: f64 = 256.0 * 1024.0;
 pub const ROWS_PER_CHUNK: f64 = 99.0;
 /// Actions in one `TransactWriteItems`.
 pub const TRANSACTION_ITEMS: f64 = 100.0;
-/// Long-poll receives an idle event source mapping keeps open (Lambda's documented floor
-/// of five concurrent batches at low traffic; it may drop to two).
+/// Long-poll receives an idle event source mapping keeps open: Lambda's documented five
+/// concurrent batches at low traffic (the drop to two is not available with maximum
+/// concurrency set, and `infra/template.yaml` sets it).
 pub const IDLE_POLLERS: f64 = 5.0;
 /// The longest `ReceiveMessage` wait, assumed for the mapping's long polls.
 pub const LONG_POLL_SECONDS: f64 = 20.0;
-/// Memory of every function (no template yet: the lower end of 128–256 MB doubled for
-/// headroom would be guesswork, so 256 MB is assumed and stated).
-pub const LAMBDA_MEMORY_GB: f64 = 0.25;
+/// Memory of the ingest and usage API functions (`MemorySize: 512` in
+/// `infra/template.yaml`).
+pub const INGEST_MEMORY_GB: f64 = 0.5;
+pub const USAGE_API_MEMORY_GB: f64 = 0.5;
 
 /// List prices (us-east-1, on-demand, free tiers ignored), per unit.
 #[derive(Debug, Clone, PartialEq)]
@@ -207,25 +209,35 @@ pub fn volumes(s: &Scenario, c: &Calibration) -> Volumes {
     // A gateway flushes only when it has something: P(at least one request in F).
     let busy = 1.0 - (-per_flush).exp();
     let flushes = s.gateways * busy / s.flush_seconds;
-    // A flush interval spans 1 + F/60 minute buckets on average; rows are per minute.
-    let minutes = 1.0 + s.flush_seconds / 60.0;
-    let rows_per_flush =
-        minutes * active_tenants(s.tenants, per_flush / minutes) * s.meters * s.dimensions;
+    // A flush interval of F s spans ⌊F/60⌋ + 1 minute buckets, or one more with
+    // probability frac(F/60); rows are per minute, so a flush that straddles a minute
+    // boundary carries the active tenants twice and may cross a 64 KiB chunk.
+    let whole = (s.flush_seconds / 60.0).floor();
+    let straddle = s.flush_seconds / 60.0 - whole;
+    let mut rows_per_flush = 0.0;
+    let mut messages_per_flush = 0.0;
+    let mut chunks_per_flush = 0.0;
+    let mut calls_per_flush = 0.0;
+    for (minutes, weight) in [(whole + 1.0, 1.0 - straddle), (whole + 2.0, straddle)] {
+        let rows =
+            minutes * active_tenants(s.tenants, per_flush / minutes) * s.meters * s.dimensions;
+        let messages = (rows * c.row_bytes / (MAX_BODY_BYTES - c.envelope_bytes))
+            .ceil()
+            .max(1.0);
+        let calls = (messages / SQS_BATCH).ceil();
+        let bytes = messages * c.envelope_bytes + rows * c.row_bytes;
+        rows_per_flush += weight * rows;
+        messages_per_flush += weight * messages;
+        calls_per_flush += weight * calls;
+        chunks_per_flush += weight * calls * (bytes / calls / SQS_CHUNK_BYTES).ceil().max(1.0);
+    }
     let hourly_rows_per_flush = active_tenants(s.tenants, per_flush) * s.meters * s.dimensions;
-    let flush_bytes = rows_per_flush * c.row_bytes;
-    let messages_per_flush = (flush_bytes / (MAX_BODY_BYTES - c.envelope_bytes))
-        .ceil()
-        .max(1.0);
     let messages = flushes * messages_per_flush;
     let rows_per_message = rows_per_flush / messages_per_flush;
     let hourly_rows_per_message = hourly_rows_per_flush / messages_per_flush;
     let message_bytes = c.envelope_bytes + rows_per_message * c.row_bytes;
-    let calls_per_flush = (messages_per_flush / SQS_BATCH).ceil();
     let send_calls = flushes * calls_per_flush;
-    let send_billed = send_calls
-        * (messages_per_flush * message_bytes / calls_per_flush / SQS_CHUNK_BYTES)
-            .ceil()
-            .max(1.0);
+    let send_billed = flushes * chunks_per_flush;
 
     // The mapping gathers messages for W seconds (up to B); without a window each
     // message is its own invocation at these message rates (a few per second).
@@ -262,7 +274,7 @@ pub fn volumes(s: &Scenario, c: &Calibration) -> Volumes {
     let write_units = invocations * 2.0 * (counters * c.counter_kb + markers);
     let read_units = invocations * counters * c.read_share * c.read_4kb;
     let ingest_gb_seconds =
-        invocations * per_invocation_items * c.ingest_ms_per_item / 1000.0 * LAMBDA_MEMORY_GB;
+        invocations * per_invocation_items * c.ingest_ms_per_item / 1000.0 * INGEST_MEMORY_GB;
 
     let snapshot_fetches = s.gateways / s.snapshot_seconds;
     Volumes {
@@ -285,7 +297,8 @@ pub fn volumes(s: &Scenario, c: &Calibration) -> Volumes {
         ingest_gb_seconds,
         snapshot_fetches,
         snapshot_read_units: snapshot_fetches * snapshot_read_units(s.tenants),
-        snapshot_gb_seconds: snapshot_fetches * snapshot_ms(s.tenants) / 1000.0 * LAMBDA_MEMORY_GB,
+        snapshot_gb_seconds: snapshot_fetches * snapshot_ms(s.tenants) / 1000.0
+            * USAGE_API_MEMORY_GB,
     }
 }
 
@@ -325,7 +338,7 @@ impl Breakdown {
             ("Lambda ingest", self.ingest_lambda),
             ("edge snapshot polling", self.snapshot),
         ];
-        lines.sort_by(|a, b| b.1.cmp(&a.1));
+        lines.sort_by_key(|line| std::cmp::Reverse(line.1));
         lines
     }
 }
@@ -355,9 +368,11 @@ pub fn per_million(s: &Scenario, c: &Calibration, p: &Prices) -> Breakdown {
 pub struct Deployment {
     pub tenants: f64,
     pub meters: f64,
-    /// CloudWatch alarms (DLQ depth, ingest errors, rejected events, Stripe sync failures).
+    /// CloudWatch alarms (`infra/template.yaml` has six: DLQ depth, ingest errors,
+    /// rejected messages, billing-sync errors, rejected or expired events, stopped meters).
     pub alarms: f64,
-    /// Custom metrics (the ingest function's five EMF metrics).
+    /// Custom metrics: ingest's five EMF metrics and at least the three others the alarms
+    /// watch (`EventsRejected`, `EventsExpired`, `MetersStopped`).
     pub custom_metrics: f64,
     /// Secrets (the Stripe key).
     pub secrets: f64,
@@ -370,19 +385,19 @@ impl Deployment {
         Deployment {
             tenants,
             meters,
-            alarms: 4.0,
-            custom_metrics: 5.0,
+            alarms: 6.0,
+            custom_metrics: 8.0,
             secrets: 1.0,
             table_gb: 0.1,
         }
     }
 }
 
-/// Scheduled runs per month: rollup hourly, budget every 5 minutes, billing-sync hourly.
-pub const SCHEDULED_RUNS: [(&str, f64); 3] = [
-    ("rollup (hourly)", 730.0),
-    ("budget (every 5 min)", 730.0 * 12.0),
-    ("billing-sync (hourly)", 730.0),
+/// Scheduled functions (`infra/template.yaml`): name, runs per month, memory in GB.
+pub const SCHEDULED_RUNS: [(&str, f64, f64); 3] = [
+    ("rollup (hourly)", 730.0, 0.5),
+    ("budget (every 5 min)", 730.0 * 12.0, 0.25),
+    ("billing-sync (hourly)", 730.0, 0.25),
 ];
 
 /// The monthly cost of a deployment with nothing metered, by line.
@@ -443,16 +458,16 @@ pub fn idle_reads_per_run(d: &Deployment) -> f64 {
 
 /// The fixed monthly floor (Function URL: free; free tiers ignored).
 pub fn floor(d: &Deployment, p: &Prices) -> Floor {
-    let runs: f64 = SCHEDULED_RUNS.iter().map(|(_, n)| n).sum();
+    let runs: f64 = SCHEDULED_RUNS.iter().map(|(_, n, _)| n).sum();
     // An idle run: about 5 ms per query, sequential, plus 20 ms of start-up work.
     let seconds_per_run = (20.0 + 5.0 * idle_reads_per_run(d)) / 1000.0;
+    let gb_seconds: f64 = SCHEDULED_RUNS
+        .iter()
+        .map(|(_, n, gb)| n * seconds_per_run * gb)
+        .sum();
     Floor {
         esm_empty_receives: money(idle_receives_per_month(), p.sqs_request),
-        scheduled_lambda: money(runs, p.lambda_invocation)
-            + money(
-                runs * seconds_per_run * LAMBDA_MEMORY_GB,
-                p.lambda_gb_second,
-            ),
+        scheduled_lambda: money(runs, p.lambda_invocation) + money(gb_seconds, p.lambda_gb_second),
         scheduled_reads: money(runs * idle_reads_per_run(d), p.read_unit),
         scheduler: money(runs, p.scheduler_invocation),
         alarms: money(d.alarms, p.alarm_month),
@@ -468,7 +483,7 @@ pub fn snapshot_per_gateway_month(tenants: f64, snapshot_seconds: f64, p: &Price
     let fetches = SECONDS_PER_MONTH / snapshot_seconds;
     money(fetches, p.lambda_invocation)
         + money(
-            fetches * snapshot_ms(tenants) / 1000.0 * LAMBDA_MEMORY_GB,
+            fetches * snapshot_ms(tenants) / 1000.0 * USAGE_API_MEMORY_GB,
             p.lambda_gb_second,
         )
         + money(fetches * snapshot_read_units(tenants), p.read_unit)
@@ -481,7 +496,8 @@ pub fn snapshot_per_gateway_month(tenants: f64, snapshot_seconds: f64, p: &Price
 pub fn naive_per_million(p: &Prices, exactly_once: bool) -> Decimal {
     let n = 1_000_000.0;
     let units = if exactly_once { 4.0 } else { 1.0 };
-    let gb_seconds = n / SQS_BATCH * 0.010 * LAMBDA_MEMORY_GB;
+    // 10 ms per invocation of 10 messages.
+    let gb_seconds = n / SQS_BATCH * 0.010 * INGEST_MEMORY_GB;
     money(n + 2.0 * n / SQS_BATCH, p.sqs_request)
         + money(n * units, p.write_unit)
         + money(n / SQS_BATCH, p.lambda_invocation)
@@ -521,8 +537,8 @@ mod tests {
     fn the_naive_design_costs_about_a_dollar_ten_per_million() {
         let p = Prices::list();
         // 1M sends + 0.2M receives/deletes = 1.2M SQS requests = $0.48; 1M write units =
-        // $0.625; 0.1M invocations = $0.02; 1,000 s × 0.25 GB of Lambda = 250 GB-s.
-        let expected = dec!(0.48) + dec!(0.625) + dec!(0.02) + dec!(250) * dec!(0.0000133334);
+        // $0.625; 0.1M invocations = $0.02; 1,000 s × 0.5 GB of Lambda = 500 GB-s.
+        let expected = dec!(0.48) + dec!(0.625) + dec!(0.02) + dec!(500) * dec!(0.0000133334);
         assert_eq!(naive_per_million(&p, false), expected);
         assert!(naive_per_million(&p, false) > dec!(1.1));
         assert!(naive_per_million(&p, false) < dec!(1.2));
@@ -590,8 +606,8 @@ mod tests {
         let f = floor(&Deployment::idle(100.0, 3.0), &p);
         // 5 pollers × 2,628,000 s / 20 s = 657,000 empty receives = $0.2628.
         assert_eq!(f.esm_empty_receives, dec!(0.2628));
-        assert_eq!(f.alarms, dec!(0.40));
-        assert_eq!(f.custom_metrics, dec!(1.50));
+        assert_eq!(f.alarms, dec!(0.60));
+        assert_eq!(f.custom_metrics, dec!(2.40));
         assert_eq!(f.secret, dec!(0.40));
         let sum: Decimal = f.lines().iter().map(|(_, d)| *d).sum();
         assert_eq!(sum, f.total());
