@@ -1,13 +1,13 @@
 //! `cargo xtask test`: everything CI checks, against a DynamoDB Local started for the run.
 //!
 //! Steps: toolchain (clippy, rustfmt, wasm32-wasip1) → DynamoDB Local (its endpoint goes
-//! to every later command as `TOLLGATE_DYNAMODB_ENDPOINT`) → `cargo fmt --check` →
-//! `cargo clippy -D warnings` → `cfn-lint infra/template.yaml` (pinned, installed into the
-//! cache on first use) → the proxy-wasm filters for wasm32-wasip1 (release; the
-//! wasm host's tests load them) → tests (`cargo nextest run` when available, else
-//! `cargo test`) → doctests (`cargo test --doc`; nextest does not run them). The first
-//! failure stops the run; DynamoDB Local is stopped either way, and a failed command's exit
-//! code becomes xtask's.
+//! to every later command as `TOLLGATE_DYNAMODB_ENDPOINT`) → `cfn-lint
+//! infra/template.yaml` (pinned, installed into the cache on first use) → `cargo fmt
+//! --check` → `cargo clippy -D warnings` → the proxy-wasm filters for wasm32-wasip1
+//! (release; the wasm host's tests load them) → tests (`cargo nextest run` when
+//! available, else `cargo test`) → doctests (`cargo test --doc`; nextest does not run
+//! them). The first failure stops the run; DynamoDB Local is stopped either way, and a
+//! failed command's exit code becomes xtask's.
 
 use std::path::Path;
 use std::process::Command;
@@ -114,6 +114,8 @@ fn run_checks(
         command
     };
     if options.lint {
+        // First: it takes a second or two, and needs no build.
+        steps.run("cfn-lint infra/template.yaml", || lint_template(root))?;
         steps.run("cargo fmt --check", || {
             util::run(cargo().args(["fmt", "--all", "--", "--check"]))
         })?;
@@ -127,11 +129,10 @@ fn run_checks(
                 "warnings",
             ]))
         })?;
-        steps.run("cfn-lint infra/template.yaml", || lint_template(root))?;
     } else {
+        steps.skip("cfn-lint infra/template.yaml", "--no-lint");
         steps.skip("cargo fmt --check", "--no-lint");
         steps.skip("cargo clippy", "--no-lint");
-        steps.skip("cfn-lint infra/template.yaml", "--no-lint");
     }
 
     steps.run("wasm filters (wasm32-wasip1, release)", || {
