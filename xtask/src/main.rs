@@ -5,7 +5,9 @@
 //! - `cargo xtask demo [--no-wait]`: the local stack end to end, driven through the usage
 //!   API ([`demo`]).
 //! - `cargo xtask dynamodb`: DynamoDB Local until Ctrl-C ([`dynamodb`]).
+//! - `cargo xtask admin-key --table <name>`: a deployment's first admin key ([`admin_key`]).
 
+mod admin_key;
 mod bench;
 mod demo;
 mod dynamodb;
@@ -43,6 +45,9 @@ commands:
         sizes    each Lambda's release binary: as built, stripped, zipped
         cost     AWS $ per 1M metered requests: 10 gateways' real filter → SQS →
                  ingest on DynamoDB Local, counted; the model, sweep, idle floor
+  admin-key --table <name> [--label <text>] [--endpoint <url>]
+        the first admin key of a deployment: written to the table (its SHA-256 digest)
+        with the environment's AWS credentials and region, printed once on stdout
   dynamodb
         start DynamoDB Local, print its endpoint and keep it up until Ctrl-C
   help  show this text
@@ -79,6 +84,7 @@ fn dispatch(args: &[String]) -> Result<()> {
         "test" => test::run(&test::Options::parse(rest)?),
         "demo" => demo::run(demo_options(rest)?),
         "bench" => bench::run(rest),
+        "admin-key" => admin_key::run(&admin_key::Options::parse(rest)?),
         "dynamodb" => {
             no_arguments(command, rest)?;
             dynamodb::run()

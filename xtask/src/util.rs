@@ -304,6 +304,14 @@ fn seconds(elapsed: Duration) -> String {
     format!("{:.1}s", elapsed.as_secs_f64())
 }
 
+/// A new API key: `tg_` and 32 random bytes in hex, the shape the usage API issues.
+pub fn new_api_key() -> Result<String> {
+    let mut bytes = [0u8; 32];
+    getrandom::fill(&mut bytes)
+        .map_err(|e| anyhow::anyhow!("the operating system's random source failed: {e}"))?;
+    Ok(format!("tg_{}", hex::encode(bytes)))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -284,7 +284,7 @@ async fn run_on(stack: &LocalStack, root: &Path, options: Options, started: Inst
 /// Stores one admin key, then creates the plans, tenants and tenant keys through the API.
 /// Returns the admin key and the tenants with their keys.
 async fn bootstrap(stack: &LocalStack, api: &Api, root: &Path) -> Result<(String, Vec<Tenant>)> {
-    let admin_key = new_secret()?;
+    let admin_key = util::new_api_key()?;
     stack
         .store
         .create_api_key(&ApiKeyRecord {
@@ -342,15 +342,6 @@ async fn bootstrap(stack: &LocalStack, api: &Api, root: &Path) -> Result<(String
         tenants.push(Tenant { spec, key });
     }
     Ok((admin_key, tenants))
-}
-
-/// `tg_` and 32 bytes from the operating system's random source, hex encoded: the format
-/// of the keys the API issues.
-fn new_secret() -> Result<String> {
-    let mut bytes = [0u8; 32];
-    getrandom::fill(&mut bytes)
-        .map_err(|e| anyhow::anyhow!("the operating system's random source failed: {e}"))?;
-    Ok(format!("tg_{}", hex::encode(bytes)))
 }
 
 // ---------------------------------------------------------------------------------------
