@@ -1101,7 +1101,7 @@ pub async fn run(endpoint: &str) -> Result<()> {
         "==> naive design (1 SendMessage + 1 counter write per request; ESM receives/deletes 10 at a time)"
     );
     println!(
-        "    {} per 1M ({} with exactly-once: a transactional write of counter + marker); tollgate at the headline: {}, {:.0} × cheaper",
+        "    {} per 1M ({} with exactly-once: a transactional write of counter + marker); tollgate at the headline: {}, {:.1} × cheaper",
         dollars(naive),
         dollars(naive_once),
         dollars(total),
