@@ -259,6 +259,12 @@ pub fn run() -> Result<()> {
         "    Lambda's documented limits, for context: 50 MB zipped for a direct upload, \
          250 MB unzipped (all layers included)"
     );
+    if target.arm64 {
+        println!(
+            "    (linked by {ARM64_CC}, not by cargo-lambda's zig as `sam build` does: close to, \
+             not byte-identical with, the deployed packages)"
+        );
+    }
     println!("    (packages in {})", work.display());
     Ok(())
 }
