@@ -441,8 +441,7 @@ pub async fn run(endpoint: &str) -> Result<()> {
             .interceptor(counter.clone())
             .build(),
     );
-    let table = format!("bench-api-{}", std::process::id());
-    let store = DynamoDbStore::new(counted, table.clone());
+    let store = DynamoDbStore::new(counted, format!("bench-api-{}", std::process::id()));
     store.ensure_table().await?;
     let mut secret = [0u8; 32];
     getrandom::fill(&mut secret)
