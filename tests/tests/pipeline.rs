@@ -483,10 +483,16 @@ async fn a_hundred_thousand_events_end_with_exact_hourly_daily_and_monthly_total
 
     let metrics = stack.mapping_metrics();
     assert_eq!(metrics.whole_batch_failures, 0, "{metrics:?}");
+    // At-least-once: on a loaded machine a batch can outlive its visibility timeout and
+    // be received again; the redelivery is a duplicate (the totals above are exact) and
+    // is deleted too. What must hold: every message received, every receive deleted.
+    assert!(
+        metrics.received >= generated.messages.len() as u64,
+        "every message received: {metrics:?}"
+    );
     assert_eq!(
-        metrics.deleted,
-        generated.messages.len() as u64,
-        "every message deleted once processed"
+        metrics.deleted, metrics.received,
+        "every message deleted once processed, redeliveries included"
     );
     let dlq = stack
         .sqs
