@@ -5,14 +5,14 @@
 //! needs no network and no AWS credentials: the resource specifications ship with the
 //! package.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 
 use anyhow::Result;
 
 use crate::cache::cache_dir;
 use crate::install::InstallOutcome;
-use crate::pypi::{PypiTool, python_in};
+use crate::pypi::{Installed, PypiTool, python_in};
 
 /// The pinned version of the PyPI package `cfn-lint`.
 pub const CFN_LINT_PYPI_VERSION: &str = "1.58.0";
@@ -33,9 +33,7 @@ const RUN_CFN_LINT: &str =
 /// An installed cfn-lint.
 #[derive(Debug, Clone)]
 pub struct CfnLint {
-    venv: PathBuf,
-    version: String,
-    outcome: InstallOutcome,
+    installed: Installed,
 }
 
 impl CfnLint {
@@ -57,34 +55,31 @@ impl CfnLint {
     ///
     /// As for [`ensure`](Self::ensure).
     pub fn ensure_in(cache_dir: &Path) -> Result<Self> {
-        let installed = CFN_LINT.ensure_in(cache_dir)?;
         Ok(Self {
-            venv: installed.venv,
-            version: installed.version,
-            outcome: installed.outcome,
+            installed: CFN_LINT.ensure_in(cache_dir)?,
         })
     }
 
     /// The virtualenv directory.
     pub fn install_dir(&self) -> &Path {
-        &self.venv
+        &self.installed.venv
     }
 
     /// The installed cfn-lint version.
     pub fn version(&self) -> &str {
-        &self.version
+        &self.installed.version
     }
 
     /// Whether [`ensure`](Self::ensure) found the install cached or made it.
     pub fn install_outcome(&self) -> InstallOutcome {
-        self.outcome
+        self.installed.outcome
     }
 
     /// `cfn-lint` with no arguments yet: add options and templates, then run it. It exits
     /// non-zero for any finding (errors, warnings and informational ones are bits of the
     /// exit code).
     pub fn command(&self) -> Command {
-        let mut command = Command::new(python_in(&self.venv));
+        let mut command = Command::new(python_in(&self.installed.venv));
         command.args(["-c", RUN_CFN_LINT]);
         command
     }

@@ -5,7 +5,7 @@
 
 use std::ffi::OsString;
 use std::net::{Ipv4Addr, SocketAddr};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::Duration;
 
 use anyhow::Result;
@@ -14,7 +14,7 @@ use crate::cache::cache_dir;
 use crate::http;
 use crate::install::InstallOutcome;
 use crate::process::{Supervised, start_on_free_port};
-use crate::pypi::{PypiTool, python_in};
+use crate::pypi::{Installed, PypiTool, python_in};
 use crate::running::{RunningEmulator, RunningSqsServer};
 
 /// The pinned version of the PyPI package `moto` (installed with its `server` extra).
@@ -33,9 +33,7 @@ const PROBE_TIMEOUT: Duration = Duration::from_secs(2);
 /// An installed moto server (the SQS emulator), ready to [`start`](Self::start).
 #[derive(Debug, Clone)]
 pub struct SqsServer {
-    venv: PathBuf,
-    version: String,
-    outcome: InstallOutcome,
+    installed: Installed,
 }
 
 impl SqsServer {
@@ -62,27 +60,24 @@ impl SqsServer {
     ///
     /// As for [`ensure`](Self::ensure).
     pub fn ensure_in(cache_dir: &Path) -> Result<Self> {
-        let installed = MOTO.ensure_in(cache_dir)?;
         Ok(Self {
-            venv: installed.venv,
-            version: installed.version,
-            outcome: installed.outcome,
+            installed: MOTO.ensure_in(cache_dir)?,
         })
     }
 
     /// The virtualenv directory.
     pub fn install_dir(&self) -> &Path {
-        &self.venv
+        &self.installed.venv
     }
 
     /// The installed moto version.
     pub fn version(&self) -> &str {
-        &self.version
+        &self.installed.version
     }
 
     /// Whether [`ensure`](Self::ensure) found the install cached or made it.
     pub fn install_outcome(&self) -> InstallOutcome {
-        self.outcome
+        self.installed.outcome
     }
 
     /// Starts `python -m moto.server -H 127.0.0.1 -p <free port>` and waits (up to 60 s)
@@ -95,8 +90,8 @@ impl SqsServer {
     /// When the server cannot be spawned, exits early, or does not answer in time; the
     /// error includes its output.
     pub fn start(&self) -> Result<RunningSqsServer> {
-        let name = format!("moto {} (SQS)", self.version);
-        let python = python_in(&self.venv);
+        let name = format!("moto {} (SQS)", self.installed.version);
+        let python = python_in(&self.installed.venv);
         let (port, process) = start_on_free_port(
             &name,
             READY_TIMEOUT,
@@ -109,7 +104,7 @@ impl SqsServer {
                     "-p".into(),
                     port.to_string().into(),
                 ];
-                Supervised::spawn(&name, &python, &args, &self.venv)
+                Supervised::spawn(&name, &python, &args, &self.installed.venv)
             },
             probe,
         )?;
