@@ -434,6 +434,11 @@ impl Answer {
         }
     }
 
+    /// Stripe's `invalid_request_error` with no code or parameter.
+    fn invalid_request(status: StatusCode, message: String) -> Answer {
+        Answer::error(status, "invalid_request_error", None, message)
+    }
+
     fn invalid(code: Option<&str>, param: &str, message: String) -> Answer {
         Answer::error_on(
             StatusCode::BAD_REQUEST,
@@ -515,10 +520,8 @@ async fn handle(state: &Mutex<State>, request: Request<Incoming>) -> Response<Fu
     let (parts, body) = request.into_parts();
     let body = match Limited::new(body, MAX_BODY_BYTES).collect().await {
         Ok(collected) => Ok(collected.to_bytes()),
-        Err(_) => Err(Answer::error(
+        Err(_) => Err(Answer::invalid_request(
             StatusCode::PAYLOAD_TOO_LARGE,
-            "invalid_request_error",
-            None,
             "The request body could not be read or is too large.".to_owned(),
         )),
     };
@@ -595,37 +598,18 @@ async fn answer(state: &Mutex<State>, incoming: &Received) -> (Answer, bool) {
             "Unrecognized request URL ({}: {}).",
             incoming.method, incoming.path
         );
-        let answer = Answer::error(
-            StatusCode::NOT_FOUND,
-            "invalid_request_error",
-            None,
-            message,
-        );
+        let answer = Answer::invalid_request(StatusCode::NOT_FOUND, message);
         return (answer, false);
     }
     let expected = format!("Bearer {}", lock(state).api_key);
-    match incoming.authorization.as_deref() {
-        None => {
-            let message = "You did not provide an API key.".to_owned();
-            let answer = Answer::error(
-                StatusCode::UNAUTHORIZED,
-                "invalid_request_error",
-                None,
-                message,
-            );
-            return (answer, false);
-        }
-        Some(sent) if sent != expected => {
-            let message = "Invalid API Key provided.".to_owned();
-            let answer = Answer::error(
-                StatusCode::UNAUTHORIZED,
-                "invalid_request_error",
-                None,
-                message,
-            );
-            return (answer, false);
-        }
-        Some(_) => {}
+    let unauthorized = match incoming.authorization.as_deref() {
+        None => Some("You did not provide an API key."),
+        Some(sent) if sent != expected => Some("Invalid API Key provided."),
+        Some(_) => None,
+    };
+    if let Some(message) = unauthorized {
+        let answer = Answer::invalid_request(StatusCode::UNAUTHORIZED, message.to_owned());
+        return (answer, false);
     }
     let body = match &incoming.body {
         Ok(body) => body,
@@ -636,12 +620,7 @@ async fn answer(state: &Mutex<State>, incoming: &Received) -> (Answer, bool) {
     {
         let message =
             format!("Idempotency keys must be 1 to {MAX_IDEMPOTENCY_KEY_CHARS} characters long.");
-        let answer = Answer::error(
-            StatusCode::BAD_REQUEST,
-            "invalid_request_error",
-            None,
-            message,
-        );
+        let answer = Answer::invalid_request(StatusCode::BAD_REQUEST, message);
         return (answer, false);
     }
     let is_form = incoming.content_type.as_deref().is_some_and(|ct| {
@@ -652,23 +631,13 @@ async fn answer(state: &Mutex<State>, incoming: &Received) -> (Answer, bool) {
     });
     if !is_form {
         let message = "Content-Type must be application/x-www-form-urlencoded.".to_owned();
-        let answer = Answer::error(
-            StatusCode::BAD_REQUEST,
-            "invalid_request_error",
-            None,
-            message,
-        );
+        let answer = Answer::invalid_request(StatusCode::BAD_REQUEST, message);
         return (answer, false);
     }
     let form = match parse_form(body) {
         Ok(form) => form,
         Err(message) => {
-            let answer = Answer::error(
-                StatusCode::BAD_REQUEST,
-                "invalid_request_error",
-                None,
-                message,
-            );
+            let answer = Answer::invalid_request(StatusCode::BAD_REQUEST, message);
             return (answer, false);
         }
     };
@@ -760,12 +729,7 @@ async fn answer(state: &Mutex<State>, incoming: &Received) -> (Answer, bool) {
         && guard.identifiers.contains(identifier)
     {
         let message = format!("An event already exists with identifier {identifier}.");
-        let answer = Answer::error(
-            StatusCode::BAD_REQUEST,
-            "invalid_request_error",
-            None,
-            message,
-        );
+        let answer = Answer::invalid_request(StatusCode::BAD_REQUEST, message);
         return (answer.retry_hint(false), false);
     }
     let identifier = match &event.identifier {
