@@ -13,14 +13,11 @@
 use std::collections::BTreeMap;
 use std::convert::Infallible;
 use std::net::SocketAddr;
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail, ensure};
 use aws_lambda_events::sqs::{SqsEvent, SqsMessage};
-use aws_sdk_dynamodb::config::interceptors::BeforeTransmitInterceptorContextRef;
-use aws_sdk_dynamodb::config::{ConfigBag, Intercept, RuntimeComponents};
-use aws_sdk_dynamodb::error::BoxError;
 use chrono::{DateTime, Duration as TimeDelta, SecondsFormat, Utc};
 use http_body_util::{BodyExt, Full};
 use hyper::body::{Bytes, Incoming};
@@ -38,6 +35,8 @@ use tollgate_rollup::{Rollup, RollupRequest};
 use tollgate_store::DynamoDbStore;
 use tollgate_usage_api::App;
 use tollgate_usage_api::sqs::SqsEventQueue;
+
+use super::calls::Recorder;
 
 const TENANT: &str = "bench-dashboard";
 const PLAN: &str = "bench-fifty";
@@ -74,43 +73,6 @@ const TIME_LIMIT: Duration = Duration::from_secs(15);
 
 type HttpClient = Client<HttpConnector, Full<Bytes>>;
 type Api = App<DynamoDbStore, SqsEventQueue>;
-
-/// Counts every DynamoDB call by operation (each attempt and each page is a call).
-#[derive(Debug, Default, Clone)]
-struct CallCounter(Arc<Mutex<BTreeMap<String, usize>>>);
-
-impl CallCounter {
-    fn take(&self) -> BTreeMap<String, usize> {
-        std::mem::take(&mut *self.0.lock().unwrap_or_else(PoisonError::into_inner))
-    }
-}
-
-impl Intercept for CallCounter {
-    fn name(&self) -> &'static str {
-        "CallCounter"
-    }
-
-    fn read_before_transmit(
-        &self,
-        context: &BeforeTransmitInterceptorContextRef<'_>,
-        _: &RuntimeComponents,
-        _: &mut ConfigBag,
-    ) -> Result<(), BoxError> {
-        let target = context
-            .request()
-            .headers()
-            .get("x-amz-target")
-            .unwrap_or_default();
-        let operation = target.rsplit('.').next().unwrap_or("unknown").to_owned();
-        *self
-            .0
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .entry(operation)
-            .or_default() += 1;
-        Ok(())
-    }
-}
 
 fn meter_name(t: usize, j: usize) -> String {
     let family = EVENT_TYPES[t].split('.').next().unwrap_or("meter");
@@ -367,7 +329,7 @@ struct Figures {
     max: Duration,
     per_second: f64,
     bytes: usize,
-    calls: BTreeMap<String, usize>,
+    calls: BTreeMap<String, u64>,
 }
 
 /// The nearest-rank percentile of sorted samples.
@@ -380,7 +342,7 @@ async fn measure(
     client: &HttpClient,
     base: &str,
     view: &View,
-    counter: &CallCounter,
+    counter: &Recorder,
 ) -> Result<Figures> {
     let url = format!("{base}{}", view.path);
     let mut bytes = 0;
@@ -405,7 +367,7 @@ async fn measure(
         bytes = body.len();
     }
     let elapsed = started.elapsed();
-    let calls = counter.take();
+    let calls = counter.take().by_operation;
     samples.sort();
     Ok(Figures {
         requests: samples.len(),
@@ -432,7 +394,7 @@ pub async fn run(endpoint: &str) -> Result<()> {
         "the catalog should hold 50 meters"
     );
 
-    let counter = CallCounter::default();
+    let counter = Recorder::default();
     let base_client = tollgate_store::local_client(endpoint);
     let counted = aws_sdk_dynamodb::Client::from_conf(
         base_client
@@ -443,10 +405,7 @@ pub async fn run(endpoint: &str) -> Result<()> {
     );
     let store = DynamoDbStore::new(counted, format!("bench-api-{}", std::process::id()));
     store.ensure_table().await?;
-    let mut secret = [0u8; 32];
-    getrandom::fill(&mut secret)
-        .map_err(|e| anyhow::anyhow!("the operating system's random source failed: {e}"))?;
-    let admin_key = format!("tg_{}", hex::encode(secret));
+    let admin_key = crate::util::new_api_key()?;
     store
         .create_api_key(&ApiKeyRecord {
             hash: ApiKeyHash::of(&admin_key),
@@ -485,7 +444,7 @@ pub async fn run(endpoint: &str) -> Result<()> {
 struct Bench<'a> {
     endpoint: &'a str,
     store: DynamoDbStore,
-    counter: CallCounter,
+    counter: Recorder,
     addr: SocketAddr,
     admin_key: String,
     now: DateTime<Utc>,
@@ -672,7 +631,7 @@ impl Bench<'_> {
         let mut breakdowns = Vec::new();
         for view in &views {
             let figures = measure(&client, &base, view, counter).await?;
-            let total: usize = figures.calls.values().sum();
+            let total: u64 = figures.calls.values().sum();
             let per_request = total as f64 / figures.requests.max(1) as f64;
             println!(
                 "    {:<27} {:>5} {:>8.2} {:>8.2} {:>8.2} {:>7.0} {:>9} {:>10.1}",

@@ -17,17 +17,12 @@
 //! 4. **Model.** The run calibrates [`super::cost_model`], which prints the headline, a
 //!    sweep, the idle floor and the naive design; `docs/cost.md` explains every term.
 
-use std::collections::{BTreeMap, HashMap};
-use std::sync::{Arc, Mutex, PoisonError};
+use std::collections::HashMap;
+use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::{Context, Result, bail, ensure};
 use aws_lambda_events::sqs::{SqsEvent, SqsMessage};
-use aws_sdk_dynamodb::config::interceptors::{
-    BeforeDeserializationInterceptorContextRef, BeforeTransmitInterceptorContextRef,
-};
-use aws_sdk_dynamodb::config::{ConfigBag, Intercept, RuntimeComponents};
-use aws_sdk_dynamodb::error::BoxError;
 use aws_sdk_dynamodb::types::AttributeValue;
 use chrono::{DateTime, TimeZone, Utc};
 use rust_decimal::Decimal;
@@ -41,6 +36,7 @@ use tollgate_ingest::Ingest;
 use tollgate_store::DynamoDbStore;
 use tollgate_wasm_host::{Clock, HostEnv, HttpCallResult, ManualClock, PluginConfig, Vm};
 
+use super::calls::Recorder;
 use super::cost_model::{
     self, Calibration, Deployment, PRICES_AS_OF, Prices, Scenario, dollars, per_million, ratio,
 };
@@ -369,105 +365,6 @@ fn requests_in(body: &str) -> Result<u64> {
 // ---------------------------------------------------------------------------------------
 // DynamoDB: every call, and the items each write or read touched
 // ---------------------------------------------------------------------------------------
-
-#[derive(Debug, Default)]
-struct Calls {
-    by_operation: BTreeMap<String, u64>,
-    /// (pk, sk) → transactional writes of that item.
-    transact_writes: HashMap<(String, String), u64>,
-    /// (pk, sk) → standard (non-transactional) writes.
-    writes: HashMap<(String, String), u64>,
-    /// (pk, sk) → consistent `BatchGetItem` reads.
-    reads: HashMap<(String, String), u64>,
-    /// Responses with an error status (their writes are counted above all the same).
-    failed: u64,
-}
-
-/// Records DynamoDB calls from the requests the SDK sends.
-#[derive(Debug, Default, Clone)]
-struct Recorder(Arc<Mutex<Calls>>);
-
-fn key_of(item: &Value) -> (String, String) {
-    let s = |name: &str| item[name]["S"].as_str().unwrap_or_default().to_owned();
-    (s("pk"), s("sk"))
-}
-
-impl Recorder {
-    fn record(&self, operation: &str, body: &[u8]) {
-        let mut calls = self.0.lock().unwrap_or_else(PoisonError::into_inner);
-        *calls.by_operation.entry(operation.to_owned()).or_default() += 1;
-        let Ok(request) = serde_json::from_slice::<Value>(body) else {
-            return;
-        };
-        match operation {
-            "TransactWriteItems" => {
-                for action in request["TransactItems"].as_array().into_iter().flatten() {
-                    let key = if let Some(put) = action.get("Put") {
-                        key_of(&put["Item"])
-                    } else if let Some(update) = action.get("Update") {
-                        key_of(&update["Key"])
-                    } else if let Some(delete) = action.get("Delete") {
-                        key_of(&delete["Key"])
-                    } else {
-                        continue;
-                    };
-                    *calls.transact_writes.entry(key).or_default() += 1;
-                }
-            }
-            "PutItem" => *calls.writes.entry(key_of(&request["Item"])).or_default() += 1,
-            "UpdateItem" | "DeleteItem" => {
-                *calls.writes.entry(key_of(&request["Key"])).or_default() += 1
-            }
-            "BatchGetItem" => {
-                let tables = request["RequestItems"]
-                    .as_object()
-                    .cloned()
-                    .unwrap_or_default();
-                for (_, wanted) in tables {
-                    for key in wanted["Keys"].as_array().into_iter().flatten() {
-                        *calls.reads.entry(key_of(key)).or_default() += 1;
-                    }
-                }
-            }
-            _ => {}
-        }
-    }
-
-    fn take(&self) -> Calls {
-        std::mem::take(&mut *self.0.lock().unwrap_or_else(PoisonError::into_inner))
-    }
-}
-
-impl Intercept for Recorder {
-    fn name(&self) -> &'static str {
-        "Recorder"
-    }
-
-    fn read_before_transmit(
-        &self,
-        context: &BeforeTransmitInterceptorContextRef<'_>,
-        _: &RuntimeComponents,
-        _: &mut ConfigBag,
-    ) -> Result<(), BoxError> {
-        let request = context.request();
-        let target = request.headers().get("x-amz-target").unwrap_or_default();
-        let operation = target.rsplit('.').next().unwrap_or_default();
-        self.record(operation, request.body().bytes().unwrap_or_default());
-        Ok(())
-    }
-
-    fn read_before_deserialization(
-        &self,
-        context: &BeforeDeserializationInterceptorContextRef<'_>,
-        _: &RuntimeComponents,
-        _: &mut ConfigBag,
-    ) -> Result<(), BoxError> {
-        if !context.response().status().is_success() {
-            self.0.lock().unwrap_or_else(PoisonError::into_inner).failed += 1;
-        }
-        Ok(())
-    }
-}
 
 /// An item's size by DynamoDB's rules: attribute names plus values; a number is about
 /// 1 byte per 2 significant digits plus 1; a list or map 3 bytes plus 1 per element.

@@ -2,15 +2,10 @@
 //! write requests and items per 1,000 events, for single CloudEvents in SQS batches of 10
 //! and of 100, CloudEvents batch messages (what the usage API sends), and edge batches.
 
-use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::Result;
 use aws_lambda_events::sqs::{SqsEvent, SqsMessage};
-use aws_sdk_dynamodb::config::interceptors::BeforeTransmitInterceptorContextRef;
-use aws_sdk_dynamodb::config::{ConfigBag, Intercept, RuntimeComponents};
-use aws_sdk_dynamodb::error::BoxError;
 use chrono::{DateTime, Utc};
 use serde_json::json;
 use tollgate_core::message::EDGE_BATCH_SCHEMA;
@@ -19,43 +14,7 @@ use tollgate_core::window::EventTimePolicy;
 use tollgate_ingest::Ingest;
 use tollgate_store::DynamoDbStore;
 
-/// Counts DynamoDB write calls by operation (shared between the client and the bench).
-#[derive(Debug, Default, Clone)]
-pub(super) struct WriteCounter(pub(super) Arc<WriteCounts>);
-
-#[derive(Debug, Default)]
-pub(super) struct WriteCounts {
-    pub(super) transactions: AtomicUsize,
-    pub(super) batch_writes: AtomicUsize,
-    pub(super) puts: AtomicUsize,
-}
-
-impl Intercept for WriteCounter {
-    fn name(&self) -> &'static str {
-        "WriteCounter"
-    }
-
-    fn read_before_transmit(
-        &self,
-        context: &BeforeTransmitInterceptorContextRef<'_>,
-        _: &RuntimeComponents,
-        _: &mut ConfigBag,
-    ) -> Result<(), BoxError> {
-        let target = context
-            .request()
-            .headers()
-            .get("x-amz-target")
-            .unwrap_or_default();
-        let counter = match target.rsplit('.').next() {
-            Some("TransactWriteItems") => &self.0.transactions,
-            Some("BatchWriteItem") => &self.0.batch_writes,
-            Some("PutItem" | "UpdateItem" | "DeleteItem") => &self.0.puts,
-            _ => return Ok(()),
-        };
-        counter.fetch_add(1, Ordering::Relaxed);
-        Ok(())
-    }
-}
+use super::calls::Recorder;
 
 struct Scenario {
     name: &'static str,
@@ -190,7 +149,7 @@ pub async fn run(endpoint: &str) -> Result<()> {
         "", "", "", "per invoc.", "per invoc.", "per 1k ev.", "per 1k ev.", "per 1k ev."
     );
     for (i, scenario) in scenarios.into_iter().enumerate() {
-        let counter = WriteCounter::default();
+        let counter = Recorder::default();
         let base = tollgate_store::local_client(endpoint);
         let config = base
             .config()
@@ -206,7 +165,7 @@ pub async fn run(endpoint: &str) -> Result<()> {
             store.create_tenant(&tenant_profile(t)?).await?;
         }
         // Only ingest's own writes count: not the table or tenant set-up.
-        counter.0.puts.store(0, Ordering::Relaxed);
+        counter.take();
         let ingest = Ingest::new(store, catalog()?, EventTimePolicy::default());
         let mut rates = Vec::new();
         let mut event_rates = Vec::new();
@@ -232,9 +191,17 @@ pub async fn run(endpoint: &str) -> Result<()> {
             values.get(values.len() / 2).copied().unwrap_or(0.0)
         };
         let (rows_per_second, events_per_second) = (median(rates), median(event_rates));
-        let writes = counter.0.transactions.load(Ordering::Relaxed)
-            + counter.0.batch_writes.load(Ordering::Relaxed)
-            + counter.0.puts.load(Ordering::Relaxed);
+        let calls = counter.take().by_operation;
+        let writes: u64 = [
+            "TransactWriteItems",
+            "BatchWriteItem",
+            "PutItem",
+            "UpdateItem",
+            "DeleteItem",
+        ]
+        .iter()
+        .filter_map(|operation| calls.get(*operation))
+        .sum();
         let per_k = |n: usize| n as f64 * 1000.0 / scenario.events as f64;
         println!(
             "    {:<46} {:>7} {:>6} {:>10.0} {:>10.0} {:>12.3} {:>10.1} {:>9.1}",
@@ -243,7 +210,7 @@ pub async fn run(endpoint: &str) -> Result<()> {
             scenario.invocations.len(),
             rows_per_second,
             events_per_second,
-            per_k(writes),
+            per_k(writes as usize),
             per_k(items),
             per_k(rows)
         );

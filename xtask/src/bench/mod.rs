@@ -16,6 +16,7 @@
 //!   write unit counted, then the cost model it calibrates ([`cost`], [`cost_model`]).
 
 mod api;
+mod calls;
 mod cost;
 mod cost_model;
 mod ingest;
