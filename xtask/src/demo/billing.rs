@@ -17,7 +17,7 @@ use tollgate_devstack::webhook::WebhookReceiver;
 use tollgate_local::LocalStack;
 
 use super::gateway::DemoGateway;
-use super::{Api, METERS, SCHEDULE_EVERY, Tenant, decimal, seconds, shown, text_of};
+use super::{Api, METERS, SCHEDULE_EVERY, Tenant, decimal, seconds, shown, tenant, text_of};
 
 /// The tenant whose budget is used up (hard limit, webhook) and the one that stays under.
 pub(super) const OVER_BUDGET: &str = "acme";
@@ -153,13 +153,6 @@ pub(super) struct BillingSummary {
     pub(super) alerts: usize,
     pub(super) stripe_requests: usize,
     pub(super) stripe_units: u64,
-}
-
-pub(super) fn tenant<'a>(tenants: &'a [Tenant], id: &str) -> Result<&'a Tenant> {
-    tenants
-        .iter()
-        .find(|t| t.spec.id == id)
-        .with_context(|| format!("the demo has no tenant {id}"))
 }
 
 /// A secret for the receiver until the API issues the tenant's.

@@ -190,7 +190,7 @@ impl DemoGateway {
         let started = Instant::now();
         let mut tasks = tokio::task::JoinSet::new();
         for load in loads {
-            let tenant = super::billing::tenant(tenants, load.tenant)?;
+            let tenant = super::tenant(tenants, load.tenant)?;
             let (client, url, key, traffic) = (
                 self.client.clone(),
                 self.url(),
@@ -348,7 +348,7 @@ async fn first_round(gateway: &DemoGateway, tenants: &[Tenant]) -> Result<()> {
         ROUND_DEADLINE.as_secs()
     );
     for load in &FIRST_ROUND {
-        let plan = super::billing::tenant(tenants, load.tenant)?.spec.plan;
+        let plan = super::tenant(tenants, load.tenant)?.spec.plan;
         println!(
             "      {:<7} ({plan} plan): {} requests at {}/s",
             load.tenant, load.requests, load.per_second

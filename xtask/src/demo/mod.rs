@@ -126,6 +126,14 @@ struct Tenant {
     key: String,
 }
 
+/// The demo tenant `id`.
+fn tenant<'a>(tenants: &'a [Tenant], id: &str) -> Result<&'a Tenant> {
+    tenants
+        .iter()
+        .find(|t| t.spec.id == id)
+        .with_context(|| format!("the demo has no tenant {id}"))
+}
+
 pub fn run(options: Options) -> Result<()> {
     let started = Instant::now();
     let root = util::repo_root()?;

@@ -154,12 +154,13 @@ pub(super) async fn close_the_books(
     // Every meter reported to Stripe, not only the edge's: all hours up to now closed.
     let month = Window::containing(Granularity::Month, hour.start());
     let next_hour = Window::containing(Granularity::Hour, at);
+    let catalog = demo_catalog(root)?;
     let mut lines = 0;
     let mut units = 0u64;
     for tenant in tenants {
-        for (meter, event_name, units_per_quantity) in demo_catalog(root)? {
-            let usage = closed_hours_usage(api, tenant, &meter, month, next_hour).await?;
-            let due = (usage * units_per_quantity).floor();
+        for (meter, event_name, units_per_quantity) in &catalog {
+            let usage = closed_hours_usage(api, tenant, meter, month, next_hour).await?;
+            let due = (usage * *units_per_quantity).floor();
             let accepted = totals
                 .get(&(tenant.spec.stripe_customer.to_owned(), event_name.clone()))
                 .copied()
