@@ -40,7 +40,7 @@ async fn the_sample_month_is_counted_once_and_priced_exactly() {
 
     // Loading the same month again (a replay of every batch) changes nothing.
     let replay = sample_month::load(&store, &data).await.unwrap();
-    assert_eq!(replay.applied.chunks_applied, 0);
+    assert_eq!(replay.applied.batches_applied, 0);
 
     let acme = sample_month::invoice(&store, &data.catalog, &TenantId::new("acme").unwrap())
         .await

@@ -15,13 +15,17 @@
 //!    CloudEvent's (subject, source, id), or the edge batch's (gateway, batch id)) — not
 //!    the SQS message id, so a producer's retry that sent the same event twice is also
 //!    counted once;
-//! 2. the store may merge several messages' rows into one transaction to save writes,
-//!    but every message keeps its own dedupe marker *in that same transaction*
-//!    ([`DynamoDbStore::apply_batches`]): its rows are counted if and only if its marker
-//!    is written, whoever it travelled with;
-//! 3. a transaction that meets an existing marker fails as a whole (nothing written); the
+//! 2. the store merges the messages' rows so each counter is written once per run, but
+//!    every message keeps its own dedupe marker, claimed *in the same transaction* as
+//!    its rows or as the journal that holds them ([`DynamoDbStore::apply_batches`]): its
+//!    rows are counted if and only if its marker is written, whoever it travelled with;
+//! 3. a claim that meets an existing marker fails as a whole (nothing written); the
 //!    already-applied messages are dropped and the rest retried, so no message is counted
-//!    twice and none is skipped.
+//!    twice and none is skipped;
+//! 4. a run that claimed a journal but could not apply all of it returns those messages
+//!    to the queue; every run first finishes journals older than
+//!    [`JOURNAL_GRACE`](tollgate_store::JOURNAL_GRACE), so the redelivery (recognised as
+//!    already claimed) brings the run that completes it.
 //!
 //! `tests/regrouping.rs` checks this with random groupings, redeliveries and concurrent
 //! invocations against DynamoDB Local, comparing with a ground truth computed in the test.
@@ -49,7 +53,9 @@ use tollgate_core::message::{Rejection, parse_message};
 use tollgate_core::meter::MeterCatalog;
 use tollgate_core::usage::UsageBatch;
 use tollgate_core::window::EventTimePolicy;
-use tollgate_store::{BatchOutcome, BatchesReport, DynamoDbStore, StoreError};
+use tollgate_store::{
+    ApplyReport, BatchOutcome, BatchesReport, DynamoDbStore, JOURNAL_GRACE, StoreError,
+};
 
 /// What ingest needs from storage.
 pub trait UsageSink {
@@ -65,6 +71,13 @@ pub trait UsageSink {
         &self,
         rejection: &Rejection,
     ) -> impl Future<Output = Result<(), StoreError>> + Send;
+
+    /// Finishes journals claimed before `claimed_before` that their claimer left behind.
+    fn finish_journals(
+        &self,
+        claimed_before: DateTime<Utc>,
+        now: DateTime<Utc>,
+    ) -> impl Future<Output = Result<ApplyReport, StoreError>> + Send;
 
     /// Whether `tenant` is registered (has a profile).
     fn is_registered(
@@ -89,6 +102,14 @@ impl UsageSink for DynamoDbStore {
         DynamoDbStore::record_rejection(self, rejection)
     }
 
+    fn finish_journals(
+        &self,
+        claimed_before: DateTime<Utc>,
+        now: DateTime<Utc>,
+    ) -> impl Future<Output = Result<ApplyReport, StoreError>> + Send {
+        DynamoDbStore::finish_journals(self, claimed_before, now)
+    }
+
     async fn is_registered(&self, tenant: &TenantId) -> Result<bool, StoreError> {
         Ok(self.tenant(tenant).await?.is_some())
     }
@@ -104,9 +125,14 @@ pub struct IngestStats {
     pub duplicates: usize,
     pub rejected: usize,
     pub retried: usize,
-    /// Counter rows written (after merging) and items written (rows plus markers).
+    /// Counter rows written (after merging) and items written or deleted (counters,
+    /// markers, journal chunks, refusals).
     pub rows_written: usize,
     pub items_written: usize,
+    /// Counters the table refused (recorded as rejections with the whole row).
+    pub rows_refused: usize,
+    /// Journal chunks left by an earlier run and finished by this one.
+    pub journal_chunks_finished: usize,
 }
 
 /// The ingest handler with its configuration.
@@ -192,6 +218,16 @@ impl<S: UsageSink + Sync> Ingest<S> {
             messages: event.records.len(),
             ..IngestStats::default()
         };
+        match self.sink.finish_journals(now - JOURNAL_GRACE, now).await {
+            Ok(finished) => {
+                stats.journal_chunks_finished = finished.journal_chunks_applied;
+                stats.rows_written += finished.rows_written;
+                stats.items_written += finished.items_written;
+                stats.rows_refused += finished.rows_refused;
+            }
+            // Not this batch's problem: the next run tries again.
+            Err(error) => tracing::warn!(%error, "could not finish earlier journals"),
+        }
         let mut retry: Vec<String> = Vec::new();
         let mut batches = Vec::new();
         // For each batch: the message it came from, and its position among that message's.
@@ -241,8 +277,9 @@ impl<S: UsageSink + Sync> Ingest<S> {
             }
         }
         let report = self.sink.apply_batches(&batches, now).await;
-        stats.rows_written = report.totals.rows_written;
-        stats.items_written = report.totals.items_written;
+        stats.rows_written += report.totals.rows_written;
+        stats.items_written += report.totals.items_written;
+        stats.rows_refused += report.totals.rows_refused;
         for ((m, position), outcome) in owners.into_iter().zip(report.outcomes) {
             let id = &ids[m];
             match outcome {
@@ -316,7 +353,9 @@ impl IngestStats {
                         {"Name": "MessagesApplied", "Unit": "Count"},
                         {"Name": "MessagesDuplicate", "Unit": "Count"},
                         {"Name": "MessagesRejected", "Unit": "Count"},
-                        {"Name": "MessagesRetried", "Unit": "Count"}
+                        {"Name": "MessagesRetried", "Unit": "Count"},
+                        {"Name": "CountersRefused", "Unit": "Count"},
+                        {"Name": "JournalChunksFinished", "Unit": "Count"}
                     ]
                 }]
             },
@@ -326,6 +365,8 @@ impl IngestStats {
             "MessagesDuplicate": self.duplicates,
             "MessagesRejected": self.rejected,
             "MessagesRetried": self.retried,
+            "CountersRefused": self.rows_refused,
+            "JournalChunksFinished": self.journal_chunks_finished,
         })
         .to_string()
     }

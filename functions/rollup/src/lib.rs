@@ -18,6 +18,10 @@
 //! resumes there. Skipped tenants lose nothing: their counters stay in place and the next
 //! pass recomputes the whole lookback.
 //!
+//! Each run first finishes the journals an ingest run claimed but did not apply (see
+//! `tollgate_store::apply`), so a quiet queue cannot leave usage claimed but uncounted
+//! for longer than an hour.
+//!
 //! Retention: hourly counters 35 days, daily rollups 400 days, monthly kept (set on write
 //! by the store's `Retention`).
 
@@ -29,7 +33,7 @@ use tokio::task::JoinSet;
 use tollgate_core::ids::TenantId;
 use tollgate_core::usage::{UsageRow, changed_rows, rolled_up_to};
 use tollgate_core::window::{Granularity, Window};
-use tollgate_store::{DynamoDbStore, RollupWatermark, StoreError};
+use tollgate_store::{DynamoDbStore, JOURNAL_GRACE, RollupWatermark, StoreError};
 
 /// The schedule's payload: EventBridge Scheduler's input template
 /// `{"scheduledTime": "<aws.scheduler.scheduled-time>"}`, plus optional overrides.
@@ -49,6 +53,9 @@ pub struct RollupReply {
     pub tenants: usize,
     pub days_written: usize,
     pub months_written: usize,
+    /// Journal chunks an ingest run left behind, finished before rolling up.
+    #[serde(default)]
+    pub journal_chunks_finished: usize,
     /// False when the run stopped early for the deadline; it resumes after `resumeAfter`.
     pub complete: bool,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -93,6 +100,13 @@ impl Rollup {
         }
         let scheduled = request.scheduled_time;
         let mut reply = RollupReply::default();
+        // Usage claimed by an ingest run that died before applying it belongs in the
+        // hours rolled up now; a failure here only delays it to the next run.
+        let now = Utc::now();
+        match self.store.finish_journals(now - JOURNAL_GRACE, now).await {
+            Ok(finished) => reply.journal_chunks_finished = finished.journal_chunks_applied,
+            Err(error) => tracing::warn!(%error, "could not finish earlier journals"),
+        }
         let mut after = self.store.rollup_cursor().await?;
         if after.is_some() {
             tracing::info!(after = ?after, "resuming an interrupted rollup pass");

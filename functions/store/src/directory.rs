@@ -34,6 +34,26 @@ pub(crate) enum WriteMode {
     Upsert,
 }
 
+/// The item of a JSON document under `pk`/`sk`, optionally listed in `gsi1`.
+pub(crate) fn doc_item<T: Serialize>(
+    pk: &str,
+    sk: &str,
+    doc: &T,
+    index: Option<(String, String)>,
+) -> Result<Item, StoreError> {
+    let json = codec::to_json(pk, doc)?;
+    let mut item: Item = HashMap::from([
+        (PK.to_owned(), AttributeValue::S(pk.to_owned())),
+        (SK.to_owned(), AttributeValue::S(sk.to_owned())),
+        (DOC.to_owned(), AttributeValue::S(json)),
+    ]);
+    if let Some((gsi_pk, gsi_sk)) = index {
+        item.insert(GSI1_PK.to_owned(), AttributeValue::S(gsi_pk));
+        item.insert(GSI1_SK.to_owned(), AttributeValue::S(gsi_sk));
+    }
+    Ok(item)
+}
+
 impl DynamoDbStore {
     /// Writes `doc` as JSON under `pk`/`sk`, optionally listed in `gsi1`.
     pub(crate) async fn put_doc<T: Serialize>(
@@ -44,16 +64,7 @@ impl DynamoDbStore {
         index: Option<(String, String)>,
         mode: WriteMode,
     ) -> Result<(), StoreError> {
-        let json = codec::to_json(&pk, doc)?;
-        let mut item: Item = HashMap::from([
-            (PK.to_owned(), AttributeValue::S(pk.clone())),
-            (SK.to_owned(), AttributeValue::S(sk.to_owned())),
-            (DOC.to_owned(), AttributeValue::S(json)),
-        ]);
-        if let Some((gsi_pk, gsi_sk)) = index {
-            item.insert(GSI1_PK.to_owned(), AttributeValue::S(gsi_pk));
-            item.insert(GSI1_SK.to_owned(), AttributeValue::S(gsi_sk));
-        }
+        let item = doc_item(&pk, sk, doc, index)?;
         let mut request = self
             .client
             .put_item()

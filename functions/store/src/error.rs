@@ -41,6 +41,14 @@ pub enum StoreError {
         #[source]
         source: AggregateError,
     },
+    /// The batch's usage is claimed into a journal that this call could not finish
+    /// applying. Transient: a later run finishes the journal (`finish_journals`), and a
+    /// redelivery of the batch is recognised as already claimed.
+    #[error("usage claimed into journal {journal} but not yet applied: {reason}")]
+    JournalPending { journal: String, reason: String },
+    /// A transient failure of a claim that carried several batches, reported for each.
+    #[error("claim {claim} failed: {reason}")]
+    ClaimFailed { claim: String, reason: String },
     /// The batch cannot be stored as given.
     #[error("invalid batch: {0}")]
     InvalidBatch(String),
@@ -56,7 +64,9 @@ impl StoreError {
     pub fn is_transient(&self) -> bool {
         match self {
             StoreError::Dynamo { transient, .. } => *transient,
-            StoreError::Contended { .. } => true,
+            StoreError::Contended { .. }
+            | StoreError::JournalPending { .. }
+            | StoreError::ClaimFailed { .. } => true,
             _ => false,
         }
     }

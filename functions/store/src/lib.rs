@@ -5,7 +5,8 @@
 //! domain types come from `tollgate-core`.
 //!
 //! - [`table`]: the single-table key design, retention, and table creation.
-//! - [`apply`]: exactly-once application of usage batches (the core invariant).
+//! - [`apply`]: exactly-once application of usage batches (the core invariant), with
+//!   the journal that lets one invocation write each counter once.
 //! - [`usage`]: reading a tenant's usage by granularity and time range.
 //! - [`directory`]: tenants and API keys (stored as SHA-256 digests only).
 //! - [`plans`]: immutable plan versions and tenant budgets.
@@ -33,7 +34,10 @@ use aws_sdk_dynamodb::Client;
 use aws_sdk_dynamodb::config::{BehaviorVersion, Credentials, Region};
 
 pub use alerts::{BudgetBlock, WebhookEndpoint};
-pub use apply::{ApplyReport, BatchOutcome, BatchesReport, Chunk, plan_chunks};
+pub use apply::{
+    ApplyReport, BatchOutcome, BatchesReport, Chunk, JOURNAL_GRACE, STORAGE_REFUSED,
+    content_chunks, plan_rows,
+};
 pub use error::StoreError;
 pub use rejections::rejection_cursor;
 pub use rollups::RollupWatermark;

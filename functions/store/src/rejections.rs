@@ -7,8 +7,10 @@
 
 use tollgate_core::message::Rejection;
 
+use aws_sdk_dynamodb::types::{Put, TransactWriteItem};
+
 use crate::DynamoDbStore;
-use crate::directory::WriteMode;
+use crate::directory::{WriteMode, doc_item};
 use crate::error::StoreError;
 
 const REJECTIONS_INDEX: &str = "REJECTED";
@@ -25,19 +27,30 @@ pub fn rejection_cursor(rejection: &Rejection) -> String {
     )
 }
 
+fn partition(rejection: &Rejection) -> String {
+    match &rejection.tenant {
+        Some(tenant) => format!("REJECTED#{tenant}"),
+        None => "REJECTED#-".to_owned(),
+    }
+}
+
+fn sort(rejection: &Rejection) -> String {
+    format!("{MESSAGE}#{}", rejection.message_id)
+}
+
+fn listing(rejection: &Rejection) -> Option<(String, String)> {
+    Some((REJECTIONS_INDEX.to_owned(), rejection_cursor(rejection)))
+}
+
 impl DynamoDbStore {
     /// Records `rejection` once; recording the same message id again keeps the first.
     pub async fn record_rejection(&self, rejection: &Rejection) -> Result<(), StoreError> {
-        let partition = match &rejection.tenant {
-            Some(tenant) => format!("REJECTED#{tenant}"),
-            None => "REJECTED#-".to_owned(),
-        };
         let written = self
             .put_doc(
-                partition,
-                &format!("{MESSAGE}#{}", rejection.message_id),
+                partition(rejection),
+                &sort(rejection),
                 rejection,
-                Some((REJECTIONS_INDEX.to_owned(), rejection_cursor(rejection))),
+                listing(rejection),
                 WriteMode::Create,
             )
             .await;
@@ -55,5 +68,25 @@ impl DynamoDbStore {
         limit: usize,
     ) -> Result<Vec<Rejection>, StoreError> {
         self.list_docs(REJECTIONS_INDEX, after, limit).await
+    }
+
+    /// `rejection` as one action of a transaction, so a refusal is recorded together with
+    /// the writes it stands in for.
+    pub(crate) fn rejection_put(
+        &self,
+        rejection: &Rejection,
+    ) -> Result<TransactWriteItem, StoreError> {
+        let item = doc_item(
+            &partition(rejection),
+            &sort(rejection),
+            rejection,
+            listing(rejection),
+        )?;
+        let put = Put::builder()
+            .table_name(&self.table)
+            .set_item(Some(item))
+            .build()
+            .map_err(|e| StoreError::InvalidBatch(format!("rejection: {e}")))?;
+        Ok(TransactWriteItem::builder().put(put).build())
     }
 }

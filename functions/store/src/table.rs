@@ -9,7 +9,8 @@
 //! | hourly counter | `USAGE#{t}` | `H#{yyyy-mm-ddThh}#{meter}[#{dims}]` | 35 d |
 //! | daily rollup | `USAGE#{t}` | `D#{yyyy-mm-dd}#{meter}[#{dims}]` | 400 d |
 //! | monthly rollup | `USAGE#{t}` | `M#{yyyy-mm}#{meter}[#{dims}]` | – |
-//! | dedupe marker | `DEDUPE#{batch id}` | `CHUNK#{i}` | 14 d |
+//! | dedupe marker | `DEDUPE#{batch id}` | `CHUNK#{i}` | 21 d |
+//! | journal chunk | `JOURNAL` | `{claimed at}#{journal id}#{i}` | – |
 //! | alert | `TENANT#{t}` | `ALERT#{yyyy-mm}#{trigger}` | – |
 //! | webhook | `TENANT#{t}` | `WEBHOOK` | – |
 //! | budget block | `BUDGET_BLOCKS` | `TENANT#{t}` | – |
@@ -143,8 +144,22 @@ pub(crate) mod keys {
         format!("DEDUPE#{batch_id}")
     }
 
+    /// Chunk 0 marks a whole batch, or the first content chunk of a batch too wide for
+    /// one claim (see `apply`).
     pub fn dedupe_sort(chunk: usize) -> String {
         format!("CHUNK#{chunk}")
+    }
+
+    pub const JOURNAL_PARTITION: &str = "JOURNAL";
+
+    /// Sorts journal chunks by claim time, so "claimed before t" is one key range.
+    pub fn journal_sort(claimed_at: &DateTime<Utc>, journal: &str, chunk: usize) -> String {
+        format!("{}#{journal}#{chunk:04}", journal_time(claimed_at))
+    }
+
+    /// The fixed-width time prefix of journal sort keys (compares like the time).
+    pub fn journal_time(at: &DateTime<Utc>) -> String {
+        at.format("%Y-%m-%dT%H:%M:%S%.3fZ").to_string()
     }
 
     pub fn api_key(hash: &str) -> String {
