@@ -23,6 +23,10 @@ pub(super) struct Calls {
     pub(super) reads: HashMap<(String, String), u64>,
     /// Responses with an error status (their writes are counted above all the same).
     pub(super) failed: u64,
+    /// Journal chunks as put by their claim: (pk, sk) → (bytes, counters). They are
+    /// deleted by the end of a run, so their size must be taken from the request; their
+    /// delete is billed on that size too.
+    pub(super) journal_chunks: HashMap<(String, String), (usize, usize)>,
 }
 
 /// Records DynamoDB calls from the requests the SDK sends.
@@ -32,6 +36,25 @@ pub(super) struct Recorder(Arc<Mutex<Calls>>);
 fn key_of(item: &Value) -> (String, String) {
     let s = |name: &str| item[name]["S"].as_str().unwrap_or_default().to_owned();
     (s("pk"), s("sk"))
+}
+
+/// An item's size from its DynamoDB JSON, by DynamoDB's rules for the attribute types
+/// tollgate writes (names plus values; strings by bytes, numbers ≈ 1 byte per 2 digits).
+fn json_item_size(item: &Value) -> usize {
+    item.as_object()
+        .into_iter()
+        .flatten()
+        .map(|(name, value)| {
+            let size = if let Some(s) = value["S"].as_str() {
+                s.len()
+            } else if let Some(n) = value["N"].as_str() {
+                n.chars().filter(char::is_ascii_digit).count().div_ceil(2) + 1
+            } else {
+                value.to_string().len()
+            };
+            name.len() + size
+        })
+        .sum()
 }
 
 impl Recorder {
@@ -52,7 +75,17 @@ impl Recorder {
             "TransactWriteItems" => {
                 for action in request["TransactItems"].as_array().into_iter().flatten() {
                     let key = if let Some(put) = action.get("Put") {
-                        key_of(&put["Item"])
+                        let key = key_of(&put["Item"]);
+                        if key.0 == "JOURNAL" {
+                            let rows = put["Item"]["rows"]["S"].as_str().unwrap_or_default();
+                            let counters = serde_json::from_str::<Vec<Value>>(rows)
+                                .map(|r| r.len())
+                                .unwrap_or(0);
+                            calls
+                                .journal_chunks
+                                .insert(key.clone(), (json_item_size(&put["Item"]), counters));
+                        }
+                        key
                     } else if let Some(update) = action.get("Update") {
                         key_of(&update["Key"])
                     } else if let Some(delete) = action.get("Delete") {

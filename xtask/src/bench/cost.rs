@@ -452,6 +452,10 @@ struct IngestRun {
     other_reads: u64,
     counter_writes: u64,
     marker_writes: u64,
+    /// Journal chunk puts and deletes, and the bytes and counters the chunks carried.
+    journal_writes: u64,
+    journal_bytes: u64,
+    journal_counters: u64,
     other_item_writes: u64,
     items_written: u64,
     counter_write_kb: u64,
@@ -584,6 +588,13 @@ async fn run_ingest(
     let kb =
         |key: &(String, String)| sizes.get(key).copied().unwrap_or(0).div_ceil(1024).max(1) as u64;
     for (key, n) in &calls.transact_writes {
+        if let Some(&(bytes, counters)) = calls.journal_chunks.get(key) {
+            run.write_units += 2 * n * bytes.div_ceil(1024).max(1) as u64;
+            run.journal_writes += n;
+            run.journal_bytes += bytes as u64;
+            run.journal_counters += counters as u64;
+            continue;
+        }
         run.write_units += 2 * n * kb(key);
         if key.0.starts_with("USAGE#") {
             run.counter_writes += n;
@@ -678,6 +689,12 @@ fn calibration(gateways: &Gateways, run: &IngestRun) -> Calibration {
         envelope_bytes: gateways.envelope_bytes as f64 / gateways.messages.len().max(1) as f64,
         row_bytes: gateways.row_bytes as f64 / gateways.rows.max(1) as f64,
         counter_kb: run.counter_write_kb as f64 / run.counter_writes.max(1) as f64,
+        // Measured where the run journalled; otherwise the size of a count row.
+        journal_row_bytes: if run.journal_counters > 0 {
+            run.journal_bytes as f64 / run.journal_counters as f64
+        } else {
+            70.0
+        },
         read_share: run.reads as f64 / run.counter_writes.max(1) as f64,
         read_4kb: (run.read_units_x2 - run.other_reads) as f64 / 2.0 / run.reads.max(1) as f64,
         ingest_ms_per_item: total_ms / run.items_written.max(1) as f64,
@@ -732,13 +749,16 @@ fn print_ingest(setup: Setup, run: &IngestRun) {
         setup.requests
     );
     println!(
-        "      per 1M: {:.0} invocations, {:.0} TransactWriteItems + {:.0} other writes, {:.0} items ({:.0} counters, {:.0} markers, {:.0} other), {:.0} write units",
+        "      per 1M: {:.0} invocations, {:.0} TransactWriteItems + {:.0} other writes, {:.0} items ({:.0} counters, {:.0} markers, {:.0} journal chunk puts + deletes, {:.0} other), {:.0} write units",
         per_m(run.invocations),
         per_m(run.transactions),
         per_m(run.other_writes),
-        per_m(run.counter_writes + run.marker_writes + run.other_item_writes),
+        per_m(
+            run.counter_writes + run.marker_writes + run.journal_writes + run.other_item_writes
+        ),
         per_m(run.counter_writes),
         per_m(run.marker_writes),
+        per_m(run.journal_writes),
         per_m(run.other_item_writes),
         per_m(run.write_units)
     );
@@ -791,8 +811,8 @@ fn print_model_check(
         ),
         (
             "items written",
-            (v.counter_items + v.marker_items) * seconds,
-            per_m(run.counter_writes + run.marker_writes),
+            (v.counter_items + v.marker_items + 2.0 * v.journal_items) * seconds,
+            per_m(run.counter_writes + run.marker_writes + run.journal_writes),
         ),
         (
             "write units",
@@ -843,7 +863,7 @@ fn print_sweep(cal: &Calibration, prices: &Prices) {
             Scenario { flush_seconds, ..h },
         ));
     }
-    for window_seconds in [0.0, 30.0, 60.0] {
+    for window_seconds in [0.0, 30.0, 60.0, 120.0] {
         rows.push((
             format!("W = {window_seconds} s window"),
             Scenario {
@@ -861,8 +881,17 @@ fn print_sweep(cal: &Calibration, prices: &Prices) {
             },
         ));
     }
+    for snapshot_cache_seconds in [0.0, 5.0, 15.0] {
+        rows.push((
+            format!("A = {snapshot_cache_seconds} s snapshot max age"),
+            Scenario {
+                snapshot_cache_seconds,
+                ..h
+            },
+        ));
+    }
     rows.push((
-        "W = 1 s, B = 10 (infra/template.yaml)".to_owned(),
+        "W = 1 s, B = 10 (the local stack)".to_owned(),
         Scenario {
             window_seconds: 1.0,
             batch_size: 10.0,
@@ -911,10 +940,16 @@ fn print_floor(prices: &Prices) {
     for (line, amount) in f.lines() {
         println!("      {line:<38} {:>10}", dollars(amount));
     }
+    let polling = |gateways: f64| {
+        dollars(cost_model::snapshot_polling_month(
+            gateways, 100.0, 15.0, 5.0, prices,
+        ))
+    };
     println!(
-        "      plus per gateway polling the snapshot every 15 s: {} per month (every 60 s: {})",
-        dollars(cost_model::snapshot_per_gateway_month(100.0, 15.0, prices)),
-        dollars(cost_model::snapshot_per_gateway_month(100.0, 60.0, prices))
+        "      plus gateways polling the snapshot every 15 s (5 s max age): 1 gateway {} per month, 10 gateways {}, 100 gateways {}",
+        polling(1.0),
+        polling(10.0),
+        polling(100.0)
     );
 }
 
@@ -941,19 +976,21 @@ pub async fn run(endpoint: &str) -> Result<()> {
     let gateways = tokio::task::block_in_place(|| run_gateways(headline))?;
     println!("==> measured: headline");
     print_gateways(headline, &gateways);
-    let run = run_ingest(endpoint, "headline", headline, &gateways, 30).await?;
+    let scenario = Scenario::headline();
+    let window = scenario.window_seconds as u64;
+    let run = run_ingest(endpoint, "headline", headline, &gateways, window).await?;
     print_ingest(headline, &run);
     let cal = calibration(&gateways, &run);
     println!(
-        "    calibration: envelope {:.0} B, {:.1} B per minute row, {:.3} KB-units per counter write, {:.3} reads per counter write of {:.2} 4 KB-units, {:.3} ms per item",
+        "    calibration: envelope {:.0} B, {:.1} B per minute row, {:.3} KB-units per counter write, {:.1} B per journalled counter, {:.3} reads per counter write of {:.2} 4 KB-units, {:.3} ms per item",
         cal.envelope_bytes,
         cal.row_bytes,
         cal.counter_kb,
+        cal.journal_row_bytes,
         cal.read_share,
         cal.read_4kb,
         cal.ingest_ms_per_item
     );
-    let scenario = Scenario::headline();
     print_model_check(headline, &scenario, &cal, &gateways, &run);
 
     // Few tenants: messages fit one chunk, so the window merges them (measured).
@@ -980,7 +1017,7 @@ pub async fn run(endpoint: &str) -> Result<()> {
     }
 
     println!(
-        "==> headline (model at the measured configuration: R = 1,000 req/s, G = 10, T = 100, M = 3, F = 10 s, W = 30 s, S = 15 s)"
+        "==> headline (model at the measured configuration: R = 1,000 req/s, G = 10, T = 100, M = 3, F = 10 s, W = 60 s, B = 100, S = 15 s, A = 5 s)"
     );
     print_breakdown("cost", &scenario, &cal, &prices);
     let total = per_million(&scenario, &cal, &prices).total();

@@ -21,10 +21,12 @@ pub const SQS_CHUNK_BYTES: f64 = 64.0 * 1024.0;
 pub const SQS_BATCH: f64 = 10.0;
 /// The edge filter's default largest message body (`maxBodyBytes`).
 pub const MAX_BODY_BYTES: f64 = 256.0 * 1024.0;
-/// Counter updates per transaction besides the chunk's marker (`apply::ROWS_PER_CHUNK`).
-pub const ROWS_PER_CHUNK: f64 = 99.0;
+/// Counters per journal chunk (`apply::journal::JOURNAL_CHUNK_ROWS`).
+pub const JOURNAL_CHUNK_ROWS: f64 = 99.0;
 /// Actions in one `TransactWriteItems`.
 pub const TRANSACTION_ITEMS: f64 = 100.0;
+/// Milliseconds of a snapshot request served from the usage API's cache (assumed).
+pub const CACHED_SNAPSHOT_MS: f64 = 5.0;
 /// Long-poll receives an idle event source mapping keeps open: Lambda's documented five
 /// concurrent batches at low traffic (the drop to two is not available with maximum
 /// concurrency set, and `infra/template.yaml` sets it).
@@ -105,11 +107,16 @@ pub struct Scenario {
     pub batch_size: f64,
     /// The filter's snapshot interval in seconds (S; default 15).
     pub snapshot_seconds: f64,
+    /// The usage API's snapshot max age in seconds (A; `TOLLGATE_SNAPSHOT_MAX_AGE_SECONDS`,
+    /// 0 = rebuilt for every poll).
+    pub snapshot_cache_seconds: f64,
 }
 
 impl Scenario {
     /// The headline: 1,000 req/s over 10 gateways, 100 tenants × 3 meters, the filter's
-    /// default 10 s flush, a 30 s batching window, batches of up to 100 messages.
+    /// default 10 s flush and 15 s snapshot interval, and `infra/template.yaml`'s
+    /// defaults: a 60 s batching window, batches of up to 100 messages, a 5 s snapshot
+    /// max age.
     pub fn headline() -> Scenario {
         Scenario {
             rate: 1_000.0,
@@ -118,9 +125,10 @@ impl Scenario {
             dimensions: 1.0,
             gateways: 10.0,
             flush_seconds: 10.0,
-            window_seconds: 30.0,
+            window_seconds: 60.0,
             batch_size: 100.0,
             snapshot_seconds: 15.0,
+            snapshot_cache_seconds: 5.0,
         }
     }
 }
@@ -134,6 +142,8 @@ pub struct Calibration {
     pub row_bytes: f64,
     /// Mean ⌈item size / 1 KB⌉ of the counter items written (sketches are larger).
     pub counter_kb: f64,
+    /// Mean bytes of one counter in a journal chunk.
+    pub journal_row_bytes: f64,
     /// Share of counter writes preceded by a consistent read (non-additive meters).
     pub read_share: f64,
     /// Mean ⌈item size / 4 KB⌉ of those reads.
@@ -169,11 +179,15 @@ pub struct Volumes {
     pub transactions: f64,
     pub counter_items: f64,
     pub marker_items: f64,
+    /// Journal chunks, each written by its claim and deleted by its apply.
+    pub journal_items: f64,
     pub write_units: f64,
     pub read_units: f64,
     pub ingest_gb_seconds: f64,
-    /// Edge snapshot fetches (usage API invocations) and their reads.
+    /// Edge snapshot fetches (usage API invocations), the rebuilds among them, and the
+    /// rebuilds' reads.
     pub snapshot_fetches: f64,
+    pub snapshot_rebuilds: f64,
     pub snapshot_read_units: f64,
     pub snapshot_gb_seconds: f64,
 }
@@ -250,33 +264,34 @@ pub fn volumes(s: &Scenario, c: &Calibration) -> Volumes {
     let receives_billed = messages * (message_bytes / SQS_CHUNK_BYTES).ceil().max(1.0);
     let deletes = invocations * (messages_per_invocation / SQS_BATCH).ceil();
 
-    // Writes per invocation. Messages above one chunk are applied on their own, chunk by
-    // chunk (a marker per chunk); single-chunk messages share transactions with their
-    // rows merged by key, so keys repeated across the invocation's messages are written
-    // once per transaction group.
+    // Writes per invocation (`tollgate_store::apply`): the invocation's k messages are
+    // merged by key into K counters. If k markers and K counters fit one transaction
+    // they commit together (direct); otherwise a claim puts the markers and the journal
+    // (⌈K/99⌉ chunks), and each chunk is applied by a transaction that deletes it and
+    // writes its counters. A claim holds at most 100 − chunks markers, so a larger k
+    // is split into claims of equal size, each writing its own keys.
     let k = messages_per_invocation;
-    let h = hourly_rows_per_message;
-    let (transactions, counters, markers) = if h > ROWS_PER_CHUNK {
-        let chunks = (h / ROWS_PER_CHUNK).ceil();
-        (k * chunks, k * h, k * chunks)
-    } else {
-        // Requests one message covers, and the distinct keys of `j` messages.
-        let covered = s.rate * s.flush_seconds / s.gateways;
-        let keys = |j: f64| active_tenants(s.tenants, j * covered) * s.meters * s.dimensions;
-        let mut per_group = 1.0;
-        while per_group < k && per_group + 1.0 + keys(per_group + 1.0) <= TRANSACTION_ITEMS {
-            per_group += 1.0;
-        }
-        let groups = (k / per_group).ceil();
-        (groups, groups * keys(per_group).max(h), k)
+    let covered = s.rate * s.flush_seconds / s.gateways;
+    let keys = |j: f64| {
+        (active_tenants(s.tenants, j * covered) * s.meters * s.dimensions)
+            .max(hourly_rows_per_message)
     };
-    let per_invocation_items = counters + markers;
-    let write_units = invocations * 2.0 * (counters * c.counter_kb + markers);
-    let read_units = invocations * counters * c.read_share * c.read_4kb;
+    let w = writes_per_invocation(k, keys, c);
+    let write_units = invocations * w.write_units;
+    // Reads: the versioned counters' consistent reads, and finish_journals' one
+    // strongly consistent query per invocation.
+    let read_units = invocations * (w.counters * c.read_share * c.read_4kb + 1.0);
     let ingest_gb_seconds =
-        invocations * per_invocation_items * c.ingest_ms_per_item / 1000.0 * INGEST_MEMORY_GB;
+        invocations * w.items() * c.ingest_ms_per_item / 1000.0 * INGEST_MEMORY_GB;
 
     let snapshot_fetches = s.gateways / s.snapshot_seconds;
+    // One usage API instance serves the polls (each takes milliseconds), rebuilding at
+    // most once per max age.
+    let snapshot_rebuilds = if s.snapshot_cache_seconds > 0.0 {
+        snapshot_fetches.min(1.0 / s.snapshot_cache_seconds)
+    } else {
+        snapshot_fetches
+    };
     Volumes {
         flushes,
         messages,
@@ -289,16 +304,70 @@ pub fn volumes(s: &Scenario, c: &Calibration) -> Volumes {
         invocations,
         receives_billed,
         deletes,
-        transactions: invocations * transactions,
-        counter_items: invocations * counters,
-        marker_items: invocations * markers,
+        transactions: invocations * w.transactions,
+        counter_items: invocations * w.counters,
+        marker_items: invocations * w.markers,
+        journal_items: invocations * w.journal_chunks,
         write_units,
         read_units,
         ingest_gb_seconds,
         snapshot_fetches,
-        snapshot_read_units: snapshot_fetches * snapshot_read_units(s.tenants),
-        snapshot_gb_seconds: snapshot_fetches * snapshot_ms(s.tenants) / 1000.0
+        snapshot_rebuilds,
+        snapshot_read_units: snapshot_rebuilds * snapshot_read_units(s.tenants),
+        snapshot_gb_seconds: (snapshot_rebuilds * snapshot_ms(s.tenants)
+            + (snapshot_fetches - snapshot_rebuilds) * CACHED_SNAPSHOT_MS)
+            / 1000.0
             * USAGE_API_MEMORY_GB,
+    }
+}
+
+/// What one ingest invocation writes.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct InvocationWrites {
+    pub transactions: f64,
+    pub markers: f64,
+    pub counters: f64,
+    pub journal_chunks: f64,
+    pub write_units: f64,
+}
+
+impl InvocationWrites {
+    /// Items written or deleted (a journal chunk twice).
+    pub fn items(&self) -> f64 {
+        self.markers + self.counters + 2.0 * self.journal_chunks
+    }
+}
+
+/// The writes of an invocation of `k` messages whose `j` messages touch `keys(j)`
+/// distinct counters.
+pub fn writes_per_invocation(k: f64, keys: impl Fn(f64) -> f64, c: &Calibration) -> InvocationWrites {
+    let all = keys(k);
+    if k + all <= TRANSACTION_ITEMS {
+        return InvocationWrites {
+            transactions: 1.0,
+            markers: k,
+            counters: all,
+            journal_chunks: 0.0,
+            write_units: 2.0 * (k + all * c.counter_kb),
+        };
+    }
+    let chunks_of = |n: f64| (n / JOURNAL_CHUNK_ROWS).ceil().max(1.0);
+    let mut claims = (k / (TRANSACTION_ITEMS - chunks_of(all))).ceil().max(1.0);
+    while (k / claims).ceil() + chunks_of(keys(k / claims)) > TRANSACTION_ITEMS {
+        claims += 1.0;
+    }
+    let per_claim = k / claims;
+    let counters = keys(per_claim);
+    let chunks = chunks_of(counters);
+    // Each chunk's item is billed per started KB, once when put and once when deleted.
+    let chunk_kb = (counters / chunks * c.journal_row_bytes / 1024.0).ceil().max(1.0);
+    let units = 2.0 * (per_claim + chunks * chunk_kb) + 2.0 * (chunks * chunk_kb + counters * c.counter_kb);
+    InvocationWrites {
+        transactions: claims * (1.0 + chunks),
+        markers: k,
+        counters: claims * counters,
+        journal_chunks: claims * chunks,
+        write_units: claims * units,
     }
 }
 
@@ -478,15 +547,27 @@ pub fn floor(d: &Deployment, p: &Prices) -> Floor {
     }
 }
 
-/// The monthly cost of one gateway polling the snapshot with nothing metered.
-pub fn snapshot_per_gateway_month(tenants: f64, snapshot_seconds: f64, p: &Prices) -> Decimal {
-    let fetches = SECONDS_PER_MONTH / snapshot_seconds;
+/// The monthly cost of `gateways` gateways polling the snapshot every `snapshot_seconds`,
+/// served by one usage API instance that rebuilds at most once per `cache_seconds`.
+pub fn snapshot_polling_month(
+    gateways: f64,
+    tenants: f64,
+    snapshot_seconds: f64,
+    cache_seconds: f64,
+    p: &Prices,
+) -> Decimal {
+    let fetches = gateways * SECONDS_PER_MONTH / snapshot_seconds;
+    let rebuilds = if cache_seconds > 0.0 {
+        fetches.min(SECONDS_PER_MONTH / cache_seconds)
+    } else {
+        fetches
+    };
+    let gb_seconds = (rebuilds * snapshot_ms(tenants) + (fetches - rebuilds) * CACHED_SNAPSHOT_MS)
+        / 1000.0
+        * USAGE_API_MEMORY_GB;
     money(fetches, p.lambda_invocation)
-        + money(
-            fetches * snapshot_ms(tenants) / 1000.0 * USAGE_API_MEMORY_GB,
-            p.lambda_gb_second,
-        )
-        + money(fetches * snapshot_read_units(tenants), p.read_unit)
+        + money(gb_seconds, p.lambda_gb_second)
+        + money(rebuilds * snapshot_read_units(tenants), p.read_unit)
 }
 
 /// The naive design per 1,000,000 requests: one `SendMessage` per request, received and
@@ -527,6 +608,7 @@ mod tests {
             envelope_bytes: 150.0,
             row_bytes: 200.0,
             counter_kb: 1.0,
+            journal_row_bytes: 70.0,
             read_share: 0.0,
             read_4kb: 1.0,
             ingest_ms_per_item: 0.0,
@@ -557,9 +639,9 @@ mod tests {
     }
 
     #[test]
-    fn a_message_above_one_chunk_pays_a_transactional_write_per_row_and_chunk() {
-        // 100 tenants all active in every 10 s flush: 300 hourly rows per message → 4
-        // chunks; 1 message/s over 10 gateways; no window.
+    fn a_message_wider_than_a_transaction_is_claimed_into_a_journal() {
+        // 100 tenants all active in every 10 s flush: 300 hourly rows per message; 1
+        // message/s over 10 gateways; no window, so one message per invocation.
         let s = Scenario {
             window_seconds: 0.0,
             ..Scenario::headline()
@@ -568,25 +650,55 @@ mod tests {
         assert!((v.messages - 1.0).abs() < 1e-9);
         // 1,000 requests over 100 tenants leave ≈ 0.004 of them idle in a flush.
         assert!((v.hourly_rows_per_message - 300.0).abs() < 0.02);
-        assert!((v.transactions - 4.0).abs() < 1e-6);
-        assert!((v.write_units - 2.0 * 304.0).abs() < 0.05);
-        // 1,000 s per million: 608,000 write units = $0.38.
-        let cost = per_million(&s, &calibration(), &Prices::list());
-        let writes = cost.dynamodb_writes.round_dp(4);
-        assert_eq!(writes, dec!(0.38));
+        // The claim, then 4 journal chunks of ≤ 99 counters (75 × 70 B: 6 KB each).
+        assert!((v.transactions - 5.0).abs() < 1e-6);
+        assert!((v.journal_items - 4.0).abs() < 1e-6);
+        let claim = 2.0 * (1.0 + 4.0 * 6.0);
+        let apply = 2.0 * (4.0 * 6.0 + 300.0);
+        assert!((v.write_units - (claim + apply)).abs() < 0.05);
     }
 
     #[test]
-    fn single_chunk_messages_share_transactions_within_the_window() {
+    fn the_window_merges_an_invocations_messages_into_one_write_per_counter() {
+        // The headline: 60 messages a minute, 300 counters, one claim of 60 markers and
+        // 4 chunks; every counter is written once per minute, not once per message.
+        let c = calibration();
+        let w = writes_per_invocation(60.0, |_| 300.0, &c);
+        assert_eq!(w.transactions, 5.0);
+        assert_eq!(w.counters, 300.0);
+        assert_eq!(w.write_units, 2.0 * (60.0 + 24.0) + 2.0 * (24.0 + 300.0));
+        // 100 messages need 100 markers: two claims of 50, each writing the 300 counters.
+        let w = writes_per_invocation(100.0, |_| 300.0, &c);
+        assert_eq!((w.transactions, w.counters), (10.0, 600.0));
+        let per_million = per_million(&Scenario::headline(), &c, &Prices::list());
+        assert!(per_million.dynamodb_writes < dec!(0.009), "{per_million:?}");
+    }
+
+    #[test]
+    fn the_snapshot_cache_bounds_rebuilds_whatever_the_fleet() {
+        let p = Prices::list();
+        let uncached = snapshot_polling_month(10.0, 100.0, 15.0, 0.0, &p);
+        let cached = snapshot_polling_month(10.0, 100.0, 15.0, 5.0, &p);
+        assert!(cached < uncached / dec!(2), "{cached} vs {uncached}");
+        // One gateway polls less often than the max age: every poll rebuilds.
+        assert_eq!(
+            snapshot_polling_month(1.0, 100.0, 15.0, 5.0, &p),
+            snapshot_polling_month(1.0, 100.0, 15.0, 0.0, &p)
+        );
+    }
+
+    #[test]
+    fn a_narrow_invocation_commits_markers_and_counters_together() {
         // 10 tenants × 3 meters = 30 rows per message; a 30 s window gathers 30 messages,
-        // packed 2 to a transaction group (2 markers + 30 keys ≤ 100, 3 + 30 too, …).
+        // whose 30 markers and 30 merged counters commit in one transaction.
         let s = Scenario {
             tenants: 10.0,
+            window_seconds: 30.0,
             ..Scenario::headline()
         };
         let v = volumes(&s, &calibration());
         assert!((v.messages_per_invocation - 30.0).abs() < 1e-9);
-        // 70 members would fit by markers, keys stay 30: 30 messages in one group.
+        // 30 markers + 30 counters fit one transaction: the claim is direct.
         assert!((v.transactions * 30.0 - 1.0).abs() < 1e-6);
         // Per second: 30 keys + 30 markers per 30 s = 2 items/s, 4 write units/s.
         assert!((v.write_units - 4.0).abs() < 1e-3);
