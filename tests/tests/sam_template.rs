@@ -322,6 +322,15 @@ fn every_tollgate_variable_a_function_reads_is_set_and_none_it_does_not() {
         environment(ingest)["TOLLGATE_LATE_HORIZON_HOURS"],
         "the API and ingest judge event times alike"
     );
+    assert_eq!(
+        environment(api)["TOLLGATE_SNAPSHOT_MAX_AGE_SECONDS"],
+        json!(
+            tollgate_usage_api::snapshot_cache::RECOMMENDED_SNAPSHOT_MAX_AGE
+                .as_secs()
+                .to_string()
+        ),
+        "the edge snapshot max age the usage API's docs justify"
+    );
     let (_, billing) = function(&template, "billing-sync");
     let secret = environment(billing)["TOLLGATE_STRIPE_SECRET_KEY"]["Fn::Sub"]
         .as_str()

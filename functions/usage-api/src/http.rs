@@ -101,6 +101,12 @@ pub fn json_body<T: DeserializeOwned>(request: &Request) -> Result<T, ApiError> 
 /// A JSON reply.
 pub fn json<T: Serialize>(status: StatusCode, value: &T) -> Result<Response<Body>, ApiError> {
     let text = serde_json::to_string(value).map_err(ApiError::internal)?;
+    json_text(status, text)
+}
+
+/// A JSON reply whose body is already serialised: the same reply [`json`] makes of the
+/// value `text` was serialised from.
+pub fn json_text(status: StatusCode, text: String) -> Result<Response<Body>, ApiError> {
     Response::builder()
         .status(status)
         .header(header::CONTENT_TYPE, "application/json")

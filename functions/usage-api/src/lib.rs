@@ -18,6 +18,7 @@
 //! - [`handlers`]: one module per resource.
 //! - [`error`]: stable error codes and their JSON replies.
 //! - [`openapi`]: the OpenAPI document.
+//! - [`snapshot_cache`]: the edge snapshot kept per instance for a short max age.
 //!
 //! ```no_run
 //! # async fn run(store: tollgate_store::DynamoDbStore, queue: tollgate_usage_api::sqs::SqsEventQueue,
@@ -42,9 +43,10 @@ pub mod http;
 pub mod openapi;
 pub mod ports;
 pub mod router;
+pub mod snapshot_cache;
 pub mod sqs;
 
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use chrono::{DateTime, SubsecRound, Utc};
 use lambda_http::{Body, Request, Response};
@@ -54,6 +56,7 @@ use tollgate_core::window::EventTimePolicy;
 use crate::error::ApiError;
 use crate::ports::{EventQueue, UsageApiStore};
 use crate::router::{Access, Match};
+use crate::snapshot_cache::SnapshotCache;
 
 /// Where "now" comes from: the system clock (to the millisecond, so replies and records
 /// carry readable times), or a fixed instant for tests.
@@ -72,7 +75,7 @@ impl Clock {
     }
 }
 
-/// The API: its store, its queue, the meter catalog and a clock.
+/// The API: its store, its queue, the meter catalog, a clock and the edge snapshot cache.
 #[derive(Debug)]
 pub struct App<S, Q> {
     store: S,
@@ -80,10 +83,12 @@ pub struct App<S, Q> {
     catalog: MeterCatalog,
     policy: EventTimePolicy,
     clock: Clock,
+    snapshot_cache: SnapshotCache,
 }
 
 impl<S: UsageApiStore, Q: EventQueue> App<S, Q> {
-    /// An API on the system clock with the default event-time policy.
+    /// An API on the system clock with the default event-time policy, building every
+    /// edge snapshot afresh.
     pub fn new(store: S, queue: Q, catalog: MeterCatalog) -> Self {
         App {
             store,
@@ -91,6 +96,7 @@ impl<S: UsageApiStore, Q: EventQueue> App<S, Q> {
             catalog,
             policy: EventTimePolicy::default(),
             clock: Clock::System,
+            snapshot_cache: SnapshotCache::off(),
         }
     }
 
@@ -103,6 +109,13 @@ impl<S: UsageApiStore, Q: EventQueue> App<S, Q> {
 
     pub fn with_clock(mut self, clock: Clock) -> Self {
         self.clock = clock;
+        self
+    }
+
+    /// Serves a built edge snapshot again for up to `max_age` (zero: never); see
+    /// [`snapshot_cache`].
+    pub fn with_snapshot_max_age(mut self, max_age: Duration) -> Self {
+        self.snapshot_cache = SnapshotCache::new(max_age);
         self
     }
 
@@ -124,6 +137,10 @@ impl<S: UsageApiStore, Q: EventQueue> App<S, Q> {
 
     pub fn now(&self) -> DateTime<Utc> {
         self.clock.now()
+    }
+
+    pub fn snapshot_cache(&self) -> &SnapshotCache {
+        &self.snapshot_cache
     }
 
     /// Answers one request. Never fails: errors become their JSON replies.

@@ -7,17 +7,25 @@
 //! - `TOLLGATE_METERS_FILE`: the meter catalog (JSON, as `events/samples/meters.json`).
 //! - `TOLLGATE_LATE_HORIZON_HOURS` (optional, default 168): how late an event may be;
 //!   the ingest reads the same variable, so both judge event times alike.
+//! - `TOLLGATE_SNAPSHOT_MAX_AGE_SECONDS` (optional, whole seconds, at most 300): how long
+//!   this instance serves a built edge snapshot again instead of rebuilding it for every
+//!   gateway; `0` rebuilds on every request. The SAM template sets 5, and why 5 is at
+//!   `RECOMMENDED_SNAPSHOT_MAX_AGE` in `snapshot_cache.rs`. Unset means `0`: the deployment
+//!   always sets it, so unset is a local runner (the local stack, the demo), where a
+//!   snapshot read right after a write (a budget block, a suspension) must show it.
 //! - `AWS_ENDPOINT_URL_DYNAMODB` / `AWS_ENDPOINT_URL_SQS` (optional) point the SDK at
 //!   local emulators; `aws-config` reads them itself.
 //! - `RUST_LOG` (optional) sets the log filter; `info` by default.
 
 use std::path::PathBuf;
+use std::time::Duration;
 
 use anyhow::{Context, bail};
 use tollgate_core::meter::MeterCatalog;
 use tollgate_core::window::EventTimePolicy;
 use tollgate_store::DynamoDbStore;
 use tollgate_usage_api::App;
+use tollgate_usage_api::snapshot_cache::MAX_SNAPSHOT_MAX_AGE;
 use tollgate_usage_api::sqs::SqsEventQueue;
 
 /// The configuration, read from the environment.
@@ -27,6 +35,7 @@ struct Config {
     queue_url: String,
     meters_file: PathBuf,
     policy: EventTimePolicy,
+    snapshot_max_age: Duration,
 }
 
 impl Config {
@@ -54,12 +63,28 @@ impl Config {
                 .context("TOLLGATE_LATE_HORIZON_HOURS must be a whole number of hours")?;
             policy.late_horizon = chrono::Duration::hours(i64::from(hours));
         }
+        let mut snapshot_max_age = Duration::ZERO;
+        if let Some(seconds) = var("TOLLGATE_SNAPSHOT_MAX_AGE_SECONDS") {
+            let seconds: u64 = seconds
+                .trim()
+                .parse()
+                .context("TOLLGATE_SNAPSHOT_MAX_AGE_SECONDS must be a whole number of seconds")?;
+            snapshot_max_age = Duration::from_secs(seconds);
+            if snapshot_max_age > MAX_SNAPSHOT_MAX_AGE {
+                bail!(
+                    "TOLLGATE_SNAPSHOT_MAX_AGE_SECONDS is {seconds}; at most {} (the gateways' \
+                     default stale.maxAgeSeconds) is accepted",
+                    MAX_SNAPSHOT_MAX_AGE.as_secs()
+                );
+            }
+        }
         match (table, queue_url, meters_file) {
             (Some(table), Some(queue_url), Some(meters_file)) => Ok(Config {
                 table,
                 queue_url,
                 meters_file: PathBuf::from(meters_file),
                 policy,
+                snapshot_max_age,
             }),
             _ => bail!("missing environment variables: {}", missing.join(", ")),
         }
@@ -86,7 +111,9 @@ async fn main() -> anyhow::Result<()> {
     let aws = aws_config::load_defaults(aws_config::BehaviorVersion::latest()).await;
     let store = DynamoDbStore::new(aws_sdk_dynamodb::Client::new(&aws), config.table);
     let queue = SqsEventQueue::new(aws_sdk_sqs::Client::new(&aws), config.queue_url);
-    let app = App::new(store, queue, catalog).with_policy(config.policy);
+    let app = App::new(store, queue, catalog)
+        .with_policy(config.policy)
+        .with_snapshot_max_age(config.snapshot_max_age);
     let app = &app;
 
     lambda_http::run(lambda_http::service_fn(move |request| async move {

@@ -10,9 +10,14 @@
 //! flips between snapshots. A tenant whose plan has no version in force is left out, so
 //! the gateway treats it as unknown (its unknown-tenant policy applies) rather than one
 //! broken tenant failing every gateway's snapshot.
+//!
+//! The built body may be served again by the same instance for a short max age
+//! ([`crate::snapshot_cache`]); `generatedAt` always says when it was built.
 
 use std::collections::{BTreeMap, BTreeSet};
 
+use chrono::{DateTime, Utc};
+use lambda_http::http::StatusCode;
 use lambda_http::{Body, Request, Response};
 use rust_decimal::Decimal;
 use tollgate_core::edge_snapshot::{BlockReason, TenantState, build};
@@ -24,7 +29,7 @@ use tollgate_core::window::{Granularity, Window};
 use super::{quantities, usage_in};
 use crate::App;
 use crate::error::ApiError;
-use crate::http::{Query, ok};
+use crate::http::{Query, json_text};
 use crate::ports::{EventQueue, UsageApiStore};
 
 /// Tenants read per store page.
@@ -52,13 +57,27 @@ fn block_reason(
     }
 }
 
-/// `GET /v1/edge/snapshot`.
+/// `GET /v1/edge/snapshot`: the instance's kept snapshot while it is fresh, else a new one.
 pub async fn snapshot<S: UsageApiStore, Q: EventQueue>(
     app: &App<S, Q>,
     request: &Request,
 ) -> Result<Response<Body>, ApiError> {
     Query::of(request, &[])?;
     let now = app.now();
+    let body = app
+        .snapshot_cache()
+        .get_or_build(Window::containing(Granularity::Day, now), || {
+            build_snapshot(app, now)
+        })
+        .await?;
+    json_text(StatusCode::OK, body)
+}
+
+/// Reads everything the snapshot lists as of `now` and serialises it.
+async fn build_snapshot<S: UsageApiStore, Q: EventQueue>(
+    app: &App<S, Q>,
+    now: DateTime<Utc>,
+) -> Result<String, ApiError> {
     let day = Window::containing(Granularity::Day, now);
     let month = Window::containing(Granularity::Month, now);
     let budget_blocked: BTreeSet<TenantId> = app
@@ -129,5 +148,5 @@ pub async fn snapshot<S: UsageApiStore, Q: EventQueue>(
         }),
         &keys,
     );
-    ok(&snapshot)
+    serde_json::to_string(&snapshot).map_err(ApiError::internal)
 }

@@ -8,7 +8,14 @@
 
 pub mod schema;
 
+use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use aws_sdk_dynamodb::config::interceptors::BeforeTransmitInterceptorContextRef;
+use aws_sdk_dynamodb::config::{ConfigBag, Intercept, RuntimeComponents};
+use aws_sdk_dynamodb::error::BoxError;
 
 use aws_sdk_sqs::types::QueueAttributeName;
 use chrono::{DateTime, Utc};
@@ -101,8 +108,7 @@ impl Reply {
 /// send anything fail loudly if they do, and no SQS emulator is started for them. Use
 /// [`harness_with_queue`] where events are sent.
 pub async fn harness(name: &str) -> Harness {
-    let sqs = tollgate_local::local_sqs_client("http://127.0.0.1:9");
-    let queue_url = "http://127.0.0.1:9/000000000000/unused".to_owned();
+    let (sqs, queue_url) = unused_queue();
     build(name, sqs, queue_url).await
 }
 
@@ -122,9 +128,71 @@ pub async fn harness_with_broken_queue(name: &str) -> Harness {
 /// A harness like [`harness`] whose meter catalog is `meters` (JSON) instead of the
 /// sample meters.
 pub async fn harness_with_meters(name: &str, meters: &str) -> Harness {
-    let sqs = tollgate_local::local_sqs_client("http://127.0.0.1:9");
-    let queue_url = "http://127.0.0.1:9/000000000000/unused".to_owned();
+    let (sqs, queue_url) = unused_queue();
     build_with(name, sqs, queue_url, meters).await
+}
+
+/// DynamoDB calls by operation, as the SDK sends them (every attempt and page), counted
+/// by an interceptor on the client.
+#[derive(Debug, Default, Clone)]
+pub struct DynamoDbCalls(Arc<Mutex<BTreeMap<String, u64>>>);
+
+impl DynamoDbCalls {
+    /// The calls counted since the last take.
+    pub fn take(&self) -> BTreeMap<String, u64> {
+        std::mem::take(&mut *self.0.lock().unwrap())
+    }
+}
+
+impl Intercept for DynamoDbCalls {
+    fn name(&self) -> &'static str {
+        "DynamoDbCalls"
+    }
+
+    fn read_before_transmit(
+        &self,
+        context: &BeforeTransmitInterceptorContextRef<'_>,
+        _: &RuntimeComponents,
+        _: &mut ConfigBag,
+    ) -> Result<(), BoxError> {
+        let target = context
+            .request()
+            .headers()
+            .get("x-amz-target")
+            .unwrap_or_default();
+        let operation = target.rsplit('.').next().unwrap_or_default().to_owned();
+        *self.0.lock().unwrap().entry(operation).or_default() += 1;
+        Ok(())
+    }
+}
+
+/// A harness like [`harness`] whose API keeps an edge snapshot for `snapshot_max_age`,
+/// and the count of the DynamoDB calls its store makes (set-up calls already taken).
+pub async fn counted_harness(name: &str, snapshot_max_age: Duration) -> (Harness, DynamoDbCalls) {
+    let calls = DynamoDbCalls::default();
+    let endpoint = tollgate_devstack::dynamodb_endpoint_for_tests();
+    let local = tollgate_store::local_client(&endpoint);
+    let counted = aws_sdk_dynamodb::Client::from_conf(
+        local
+            .config()
+            .to_builder()
+            .interceptor(calls.clone())
+            .build(),
+    );
+    let store = DynamoDbStore::new(counted, unique(name));
+    store.ensure_table().await.expect("create table");
+    let mut h = build_on(store, unused_queue(), METERS).await;
+    h.app = h.app.with_snapshot_max_age(snapshot_max_age);
+    calls.take();
+    (h, calls)
+}
+
+/// The real SQS adapter aimed at a closed loopback port: sending anything fails loudly.
+fn unused_queue() -> (aws_sdk_sqs::Client, String) {
+    (
+        tollgate_local::local_sqs_client("http://127.0.0.1:9"),
+        "http://127.0.0.1:9/000000000000/unused".to_owned(),
+    )
 }
 
 async fn build(name: &str, sqs: aws_sdk_sqs::Client, queue_url: String) -> Harness {
@@ -137,7 +205,15 @@ async fn build_with(
     queue_url: String,
     meters: &str,
 ) -> Harness {
-    let store = fresh_store(name).await;
+    build_on(fresh_store(name).await, (sqs, queue_url), meters).await
+}
+
+/// Seeds `store` and builds the API over it, on the fixed clock.
+async fn build_on(
+    store: DynamoDbStore,
+    (sqs, queue_url): (aws_sdk_sqs::Client, String),
+    meters: &str,
+) -> Harness {
     seed(&store).await;
     let catalog = MeterCatalog::from_json(meters).unwrap();
     Harness {
@@ -252,6 +328,21 @@ pub fn requests_row(tenant: &str, hour: &str, route: Option<&str>, n: i64) -> Us
 impl Harness {
     pub fn store(&self) -> &DynamoDbStore {
         self.app.store()
+    }
+
+    /// An API over the same table, queue, catalog and clock that builds every edge
+    /// snapshot afresh.
+    pub fn uncached_twin(&self) -> Harness {
+        Harness {
+            app: App::new(
+                self.store().clone(),
+                SqsEventQueue::new(self.sqs.clone(), self.queue_url.clone()),
+                self.app.catalog().clone(),
+            )
+            .with_clock(Clock::Fixed(now())),
+            sqs: self.sqs.clone(),
+            queue_url: self.queue_url.clone(),
+        }
     }
 
     /// Applies hourly rows as the ingest would.
