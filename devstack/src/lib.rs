@@ -19,6 +19,8 @@
 //!   (Stripe has no local server), with faults on cue.
 //! - [`webhook::WebhookReceiver`]: a tenant's webhook endpoint on loopback that verifies
 //!   every `Tollgate-Signature` and answers scripted statuses.
+//! - [`faults::dying_dynamodb`]: a DynamoDB client whose process "dies" after N
+//!   transactions, for fault-injection tests.
 //!
 //! # The watchdog
 //!
@@ -63,6 +65,7 @@
 mod cache;
 mod cfn_lint;
 mod dynamodb;
+pub mod faults;
 mod http;
 mod install;
 mod java;

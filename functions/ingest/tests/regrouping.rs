@@ -1,6 +1,8 @@
 //! Exactly-once under any regrouping: messages are delivered 1–3 times each, shuffled,
-//! cut into SQS batches of random sizes and handled partly concurrently; the stored
-//! totals must equal a ground truth computed here, independently of the code under test.
+//! cut into SQS batches of random sizes and handled partly concurrently, some by runs
+//! that die part-way (their messages come back, as after a crash); the stored totals must
+//! equal a ground truth computed here, independently of the code under test. With 3
+//! tenants a run's messages fit one transaction; with 40 they are claimed into journals.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // tests fail by panicking
 
@@ -18,7 +20,14 @@ use tollgate_core::window::{EventTimePolicy, Granularity};
 use tollgate_ingest::Ingest;
 use tollgate_store::DynamoDbStore;
 
-const TENANTS: [&str; 3] = ["acme", "globex", "initech"];
+fn tenants(count: usize) -> Vec<String> {
+    ["acme", "globex", "initech"]
+        .into_iter()
+        .map(str::to_owned)
+        .chain((3..count).map(|t| format!("tenant-{t:02}")))
+        .take(count)
+        .collect()
+}
 
 /// A small deterministic generator (xorshift64*), so a failure reproduces.
 struct Rng(u64);
@@ -60,11 +69,15 @@ struct Message {
 }
 
 /// 240 CloudEvents, 12 edge batches and 4 malformed messages, with the ground truth.
-fn messages(now: DateTime<Utc>, rng: &mut Rng) -> (Vec<Message>, BTreeMap<String, Truth>) {
+fn messages(
+    now: DateTime<Utc>,
+    rng: &mut Rng,
+    tenants: &[String],
+) -> (Vec<Message>, BTreeMap<String, Truth>) {
     let mut truth: BTreeMap<String, Truth> = BTreeMap::new();
     let mut messages = Vec::new();
     for i in 0..240u64 {
-        let tenant = TENANTS[rng.below(3) as usize];
+        let tenant = tenants[rng.below(tenants.len() as u64) as usize].as_str();
         let bytes = Decimal::from(rng.below(5000));
         let time = now - Duration::minutes(rng.below(180) as i64);
         let body = json!({"specversion": "1.0", "id": format!("evt-{i}"), "source": "sdk", "type": "api.request",
@@ -80,7 +93,7 @@ fn messages(now: DateTime<Utc>, rng: &mut Rng) -> (Vec<Message>, BTreeMap<String
     }
     for b in 0..12u64 {
         let mut rows = Vec::new();
-        for tenant in TENANTS {
+        for tenant in tenants {
             let minute = now - Duration::minutes(rng.below(120) as i64);
             let minute = minute.format("%Y-%m-%dT%H:%M").to_string();
             let n = rng.below(50) + 1;
@@ -89,7 +102,7 @@ fn messages(now: DateTime<Utc>, rng: &mut Rng) -> (Vec<Message>, BTreeMap<String
             rows.push(json!({"tenant": tenant, "meter": "requests", "minute": minute, "state": {"kind": "count", "n": n}}));
             rows.push(json!({"tenant": tenant, "meter": "bytes_out", "minute": minute, "state": {"kind": "sum", "sum": bytes.to_string()}}));
             rows.push(json!({"tenant": tenant, "meter": "largest_response", "minute": minute, "state": {"kind": "max", "max": largest.to_string()}}));
-            let t = truth.entry(tenant.to_owned()).or_default();
+            let t = truth.entry(tenant.clone()).or_default();
             t.requests += n;
             t.bytes += bytes;
             t.largest = t.largest.max(largest);
@@ -144,18 +157,18 @@ fn sqs_event(deliveries: &[&Message]) -> SqsEvent {
     event
 }
 
-#[tokio::test]
-async fn any_grouping_and_redelivery_counts_every_message_exactly_once() {
+async fn regrouped(name: &str, tenant_count: usize, seed: u64, kills: bool) {
     let _ = tracing_subscriber::fmt().with_test_writer().try_init();
     let endpoint = tollgate_devstack::dynamodb_endpoint_for_tests();
     let store = DynamoDbStore::new(
         tollgate_store::local_client(&endpoint),
-        format!("ingest-regrouping-{}", std::process::id()),
+        format!("ingest-{name}-{}", std::process::id()),
     );
     store.ensure_table().await.unwrap();
     let now = Utc::now();
-    let mut rng = Rng(0x5EED_1234_ABCD_0001);
-    let (messages, truth) = messages(now, &mut rng);
+    let mut rng = Rng(seed);
+    let tenants = tenants(tenant_count);
+    let (messages, truth) = messages(now, &mut rng, &tenants);
 
     let mut deliveries: Vec<&Message> = Vec::new();
     for m in &messages {
@@ -170,11 +183,11 @@ async fn any_grouping_and_redelivery_counts_every_message_exactly_once() {
     let mut rest = deliveries.as_slice();
     while !rest.is_empty() {
         let size = (rng.below(10) as usize + 1).min(rest.len());
-        batches.push(sqs_event(&rest[..size]));
+        batches.push(rest[..size].to_vec());
         rest = &rest[size..];
     }
 
-    for tenant in TENANTS {
+    for tenant in &tenants {
         store.create_tenant(&profile(tenant)).await.unwrap();
     }
     let ingest = Arc::new(Ingest::new(
@@ -183,18 +196,41 @@ async fn any_grouping_and_redelivery_counts_every_message_exactly_once() {
         EventTimePolicy::default(),
     ));
     let mut totals = tollgate_ingest::IngestStats::default();
+    let mut comebacks: Vec<&Message> = Vec::new();
+    let mut killed = 0;
     // Two invocations at a time, as with an event source mapping's concurrency of 2.
     for pair in batches.chunks(2) {
-        let runs: Vec<_> = pair
-            .iter()
-            .cloned()
-            .map(|event| {
-                let ingest = Arc::clone(&ingest);
-                tokio::spawn(async move { ingest.handle(&event, now).await })
-            })
-            .collect();
-        for run in runs {
+        let mut runs = Vec::new();
+        for deliveries in pair {
+            // A run that dies after 1–4 transactions: everything it was given comes back.
+            let dies = kills && rng.below(4) == 0;
+            let ingest = if dies {
+                killed += 1;
+                comebacks.extend(deliveries.iter().copied());
+                let client = tollgate_devstack::faults::dying_dynamodb(
+                    store.client(),
+                    rng.below(4) as u32 + 1,
+                    rng.below(2) == 0,
+                );
+                Arc::new(Ingest::new(
+                    DynamoDbStore::new(client, store.table()),
+                    catalog(),
+                    EventTimePolicy::default(),
+                ))
+            } else {
+                Arc::clone(&ingest)
+            };
+            let event = sqs_event(deliveries);
+            runs.push((
+                dies,
+                tokio::spawn(async move { ingest.handle(&event, now).await }),
+            ));
+        }
+        for (dies, run) in runs {
             let (response, stats) = run.await.unwrap();
+            if dies {
+                continue;
+            }
             assert!(
                 response.batch_item_failures.is_empty(),
                 "no transient failures expected"
@@ -205,19 +241,36 @@ async fn any_grouping_and_redelivery_counts_every_message_exactly_once() {
             totals.rejected += stats.rejected;
         }
     }
+    if kills {
+        assert!(killed > 0, "the seed kills some runs");
+    }
+    // The dead runs' messages come back after the visibility timeout, in new groups; the
+    // runs that take them finish the journals the dead ones claimed.
+    let later = now + Duration::minutes(3);
+    for deliveries in comebacks.chunks(7) {
+        let (response, stats) = ingest.handle(&sqs_event(deliveries), later).await;
+        assert!(response.batch_item_failures.is_empty());
+        totals.messages += stats.messages;
+        totals.applied += stats.applied;
+        totals.duplicates += stats.duplicates;
+        totals.rejected += stats.rejected;
+    }
+    // Every delivery was handled once by a live run: the dead runs' ones as comebacks.
     assert_eq!(totals.messages, deliveries.len());
-    assert_eq!(
-        totals.applied,
-        messages.len() - 4,
-        "each valid message applied once"
-    );
+    if !kills {
+        assert_eq!(
+            totals.applied,
+            messages.len() - 4,
+            "each valid message applied once"
+        );
+    }
     assert_eq!(
         totals.applied + totals.duplicates + totals.rejected,
         deliveries.len()
     );
 
     let catalog = catalog();
-    for tenant in TENANTS {
+    for tenant in &tenants {
         let rows = store
             .usage(
                 &TenantId::new(tenant).unwrap(),
@@ -228,7 +281,7 @@ async fn any_grouping_and_redelivery_counts_every_message_exactly_once() {
             .await
             .unwrap();
         let quantities = tollgate_core::usage::quantities_by_meter(&rows, &catalog).unwrap();
-        let expected = &truth[tenant];
+        let expected = &truth[tenant.as_str()];
         let got = Truth {
             requests: quantities[&"requests".parse().unwrap()].try_into().unwrap(),
             bytes: quantities[&"bytes_out".parse().unwrap()],
@@ -249,6 +302,21 @@ async fn any_grouping_and_redelivery_counts_every_message_exactly_once() {
             "wrong_value_type"
         ]
     );
+}
+
+#[tokio::test]
+async fn any_grouping_and_redelivery_counts_every_message_exactly_once() {
+    regrouped("regrouping", 3, 0x5EED_1234_ABCD_0001, false).await;
+}
+
+#[tokio::test]
+async fn journalled_runs_count_every_message_exactly_once_under_regrouping() {
+    regrouped("journalled", 40, 0x5EED_1234_ABCD_0002, false).await;
+}
+
+#[tokio::test]
+async fn runs_that_die_part_way_lose_nothing_and_count_nothing_twice() {
+    regrouped("killed", 40, 0x5EED_1234_ABCD_0003, true).await;
 }
 
 #[tokio::test]

@@ -4,13 +4,8 @@
 
 mod common;
 
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
-use aws_sdk_dynamodb::config::interceptors::{
-    BeforeDeserializationInterceptorContextRef, BeforeTransmitInterceptorContextRef,
-};
-use aws_sdk_dynamodb::config::{ConfigBag, Intercept, RuntimeComponents};
-use aws_sdk_dynamodb::error::BoxError;
 use common::*;
 use rust_decimal::Decimal;
 use rust_decimal_macros::dec;
@@ -143,70 +138,10 @@ async fn a_batch_touching_250_counters_is_journalled_and_applies_completely() {
     assert_eq!(nothing_left.journal_chunks_applied, 0);
 }
 
-/// Kills the "process" after `alive` TransactWriteItems calls reached DynamoDB: every
-/// later call fails before it is sent, as if the Lambda had died there. With
-/// `lose_last`, the last call commits but its response is lost.
-#[derive(Debug)]
-struct DieAfter {
-    transmitted: Mutex<u32>,
-    alive: u32,
-    lose_last: bool,
-}
-
-impl DieAfter {
-    fn store(plain: &DynamoDbStore, alive: u32, lose_last: bool) -> DynamoDbStore {
-        let config = plain
-            .client()
-            .config()
-            .to_builder()
-            .interceptor(DieAfter {
-                transmitted: Mutex::new(0),
-                alive,
-                lose_last,
-            })
-            .retry_config(aws_sdk_dynamodb::config::retry::RetryConfig::disabled())
-            .build();
-        DynamoDbStore::new(aws_sdk_dynamodb::Client::from_conf(config), plain.table())
-    }
-}
-
-impl Intercept for DieAfter {
-    fn name(&self) -> &'static str {
-        "DieAfter"
-    }
-
-    fn read_before_transmit(
-        &self,
-        context: &BeforeTransmitInterceptorContextRef<'_>,
-        _: &RuntimeComponents,
-        _: &mut ConfigBag,
-    ) -> Result<(), BoxError> {
-        let mut transmitted = self.transmitted.lock().unwrap();
-        if *transmitted >= self.alive {
-            return Err("injected: the process died".into());
-        }
-        let is_transaction = context
-            .request()
-            .headers()
-            .get("x-amz-target")
-            .is_some_and(|t| t.ends_with("TransactWriteItems"));
-        if is_transaction {
-            *transmitted += 1;
-        }
-        Ok(())
-    }
-
-    fn read_before_deserialization(
-        &self,
-        _: &BeforeDeserializationInterceptorContextRef<'_>,
-        _: &RuntimeComponents,
-        _: &mut ConfigBag,
-    ) -> Result<(), BoxError> {
-        if self.lose_last && *self.transmitted.lock().unwrap() == self.alive {
-            return Err("injected: response lost after commit".into());
-        }
-        Ok(())
-    }
+/// The store as seen by a process that dies after `alive` transactions.
+fn dying(plain: &DynamoDbStore, alive: u32, lose_last: bool) -> DynamoDbStore {
+    let client = tollgate_devstack::faults::dying_dynamodb(plain.client(), alive, lose_last);
+    DynamoDbStore::new(client, plain.table())
 }
 
 fn far_future() -> chrono::DateTime<chrono::Utc> {
@@ -219,7 +154,7 @@ async fn a_run_killed_between_claim_and_chunks_is_finished_by_the_next_without_d
     for (alive, lose_last) in [(1, false), (1, true), (2, false), (3, false), (3, true)] {
         let plain = fresh_store("killed").await;
         let (b, expected) = wide_batch("b-killed");
-        let killed = DieAfter::store(&plain, alive, lose_last);
+        let killed = dying(&plain, alive, lose_last);
         let err = killed.apply_batch(&b).await.unwrap_err();
         assert!(err.is_transient(), "the message must come back: {err}");
         assert!(total_count(&plain, "acme").await < expected);
@@ -253,7 +188,7 @@ async fn journals_younger_than_the_cutoff_are_left_to_their_claimer() {
     let plain = fresh_store("young").await;
     let (b, expected) = wide_batch("b-young");
     let claimed_at = chrono::Utc::now();
-    DieAfter::store(&plain, 1, false)
+    dying(&plain, 1, false)
         .apply_batch_at(&b, claimed_at)
         .await
         .unwrap_err();
@@ -274,10 +209,7 @@ async fn journals_younger_than_the_cutoff_are_left_to_their_claimer() {
 async fn concurrent_finishers_apply_each_journal_chunk_once() {
     let plain = fresh_store("finishers").await;
     let (b, expected) = wide_batch("b-finishers");
-    DieAfter::store(&plain, 1, false)
-        .apply_batch(&b)
-        .await
-        .unwrap_err();
+    dying(&plain, 1, false).apply_batch(&b).await.unwrap_err();
     let plain = Arc::new(plain);
     let tasks: Vec<_> = (0..4)
         .map(|_| {
@@ -359,7 +291,7 @@ async fn a_killed_run_then_a_regrouped_redelivery_counts_every_message_once() {
     for alive in 1..=3 {
         let plain = fresh_store("regrouped").await;
         // The first run takes messages 0–19 and dies after `alive` transactions.
-        let killed = DieAfter::store(&plain, alive, false);
+        let killed = dying(&plain, alive, false);
         let first = killed
             .apply_batches(&batches[..20], chrono::Utc::now())
             .await;
