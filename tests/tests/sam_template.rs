@@ -393,19 +393,33 @@ fn the_queue_dlq_and_mapping_use_the_local_stacks_values() {
     let (_, ingest) = function(&template, "ingest");
     let timeout = property(&template, ingest, "Timeout").as_u64().unwrap();
     assert_eq!(timeout, local.function_timeout.as_secs());
+    let window = &template["Parameters"]["IngestBatchingWindowSeconds"];
+    let longest_window = window["MaxValue"].as_u64().unwrap();
     assert!(
-        queue["VisibilityTimeout"].as_u64().unwrap() >= 6 * timeout,
-        "AWS: a visibility timeout of at least 6x the function timeout"
+        queue["VisibilityTimeout"].as_u64().unwrap() >= 6 * timeout + longest_window,
+        "AWS: a visibility timeout of at least 6x the function timeout plus the window"
     );
     let mappings = events(ingest, "SQS");
     assert_eq!(mappings.len(), 1);
     let mapping = mappings[0];
     assert_eq!(mapping["Queue"], get_att("UsageQueue", "Arn"));
     assert_eq!(mapping["BatchSize"], json!(local.batch_size));
+    // One claim holds at most 100 markers: a larger batch would be split into claims
+    // that each write the counters again.
+    assert_eq!(
+        local.batch_size,
+        tollgate_store::apply::MAX_TRANSACTION_ITEMS
+    );
+    // The window is the deployment's cost knob; the local stack uses a short one, which
+    // must be a value the parameter allows. Batches above 10 need a window of ≥ 1 s.
     assert_eq!(
         mapping["MaximumBatchingWindowInSeconds"],
-        json!(local.batching_window.as_secs())
+        reference("IngestBatchingWindowSeconds")
     );
+    assert_eq!(window["Default"], json!(90));
+    let local_window = local.batching_window.as_secs();
+    assert!(window["MinValue"].as_u64().unwrap() >= 1);
+    assert!((window["MinValue"].as_u64().unwrap()..=longest_window).contains(&local_window));
     assert_eq!(
         mapping["ScalingConfig"]["MaximumConcurrency"],
         json!(local.max_concurrency)
@@ -595,21 +609,40 @@ fn the_table_is_defined_as_the_store_creates_it() {
 fn each_function_may_use_only_the_dynamodb_actions_its_code_path_needs() {
     let template = template();
     // The store methods each function calls, and the actions IAM authorizes them with
-    // (TransactWriteItems is authorized per item as PutItem/UpdateItem).
+    // (TransactWriteItems is authorized per item as PutItem/UpdateItem/DeleteItem).
     let expected: BTreeMap<&str, (&[&str], bool)> = BTreeMap::from([
-        // apply_batches (transactions of puts and updates, BatchGetItem of versioned
-        // states), record_rejection, tenant.
+        // apply_batches (transactions of puts, updates and journal deletes, BatchGetItem
+        // of versioned states), finish_journals, record_rejection, tenant.
         (
             "ingest",
             (
-                &["BatchGetItem", "GetItem", "PutItem", "UpdateItem"][..],
+                &[
+                    "BatchGetItem",
+                    "DeleteItem",
+                    "GetItem",
+                    "PutItem",
+                    "Query",
+                    "UpdateItem",
+                ][..],
                 false,
             ),
         ),
-        // cursor and watermarks, usage queries, put_rollups; tenants() lists gsi1.
+        // cursor and watermarks, usage queries, put_rollups, finish_journals; tenants()
+        // lists gsi1.
         (
             "rollup",
-            (&["BatchWriteItem", "GetItem", "PutItem", "Query"][..], true),
+            (
+                &[
+                    "BatchGetItem",
+                    "BatchWriteItem",
+                    "DeleteItem",
+                    "GetItem",
+                    "PutItem",
+                    "Query",
+                    "UpdateItem",
+                ][..],
+                true,
+            ),
         ),
         // budgets, plans, usage, alerts (create, deliveries), webhooks, block list.
         (

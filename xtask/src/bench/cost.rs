@@ -863,7 +863,7 @@ fn print_sweep(cal: &Calibration, prices: &Prices) {
             Scenario { flush_seconds, ..h },
         ));
     }
-    for window_seconds in [0.0, 30.0, 60.0, 120.0] {
+    for window_seconds in [0.0, 10.0, 30.0, 60.0, 90.0, 120.0] {
         rows.push((
             format!("W = {window_seconds} s window"),
             Scenario {
@@ -942,11 +942,11 @@ fn print_floor(prices: &Prices) {
     }
     let polling = |gateways: f64| {
         dollars(cost_model::snapshot_polling_month(
-            gateways, 100.0, 15.0, 5.0, prices,
+            gateways, 100.0, 15.0, 15.0, prices,
         ))
     };
     println!(
-        "      plus gateways polling the snapshot every 15 s (5 s max age): 1 gateway {} per month, 10 gateways {}, 100 gateways {}",
+        "      plus gateways polling the snapshot every 15 s (15 s max age): 1 gateway {} per month, 10 gateways {}, 100 gateways {}",
         polling(1.0),
         polling(10.0),
         polling(100.0)
@@ -1017,7 +1017,7 @@ pub async fn run(endpoint: &str) -> Result<()> {
     }
 
     println!(
-        "==> headline (model at the measured configuration: R = 1,000 req/s, G = 10, T = 100, M = 3, F = 10 s, W = 60 s, B = 100, S = 15 s, A = 5 s)"
+        "==> headline (model at the measured configuration: R = 1,000 req/s, G = 10, T = 100, M = 3, F = 10 s, W = 90 s, B = 100, S = 15 s, A = 15 s)"
     );
     print_breakdown("cost", &scenario, &cal, &prices);
     let total = per_million(&scenario, &cal, &prices).total();

@@ -115,7 +115,7 @@ pub struct Scenario {
 impl Scenario {
     /// The headline: 1,000 req/s over 10 gateways, 100 tenants × 3 meters, the filter's
     /// default 10 s flush and 15 s snapshot interval, and `infra/template.yaml`'s
-    /// defaults: a 60 s batching window, batches of up to 100 messages, a 5 s snapshot
+    /// defaults: a 90 s batching window, batches of up to 100 messages, a 15 s snapshot
     /// max age.
     pub fn headline() -> Scenario {
         Scenario {
@@ -125,10 +125,10 @@ impl Scenario {
             dimensions: 1.0,
             gateways: 10.0,
             flush_seconds: 10.0,
-            window_seconds: 60.0,
+            window_seconds: 90.0,
             batch_size: 100.0,
             snapshot_seconds: 15.0,
-            snapshot_cache_seconds: 5.0,
+            snapshot_cache_seconds: 15.0,
         }
     }
 }
