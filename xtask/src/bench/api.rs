@@ -1,18 +1,26 @@
-//! The usage API's month views against DynamoDB Local, as a tenant dashboard calls them:
-//! latency (p50, p99, max), requests per second, reply size and DynamoDB calls per request.
+//! The usage API's month views against DynamoDB Local, as a tenant dashboard calls them,
+//! and the edge snapshot with and without its cache: latency (p50, p99, max), requests per
+//! second, reply size and DynamoDB calls per request.
 //!
 //! Set-up, as in production: a catalog of 50 meters (every aggregation kind), a plan
 //! pricing them, the tenant and its key created through the admin API, this month's usage
 //! so far (several events per meter and hour, from the month's first hour up to now)
 //! written by the real ingest handler from SQS batches, then the real rollup, so daily
-//! and monthly rollups exist. The real API (`tollgate_usage_api::App`) is served over
-//! HTTP/1.1 on a free loopback port and called with a keep-alive hyper client, one request
-//! at a time. DynamoDB calls are counted by an SDK interceptor on the API's client (every
-//! operation, every attempt, every page): those counts transfer to AWS; the timings do not.
+//! and monthly rollups exist.
+//!
+//! Timings are of the release `usage-api` binary, built by the bench with
+//! `cargo build --release`, run as a Lambda (`tollgate-local`'s Runtime API) behind its
+//! local Function URL, as the local stack and the demo run it, and called over loopback
+//! HTTP with a keep-alive hyper client, one request at a time. It runs twice: with the
+//! edge snapshot cache off and with the max age the SAM template deploys.
+//!
+//! DynamoDB calls cannot be intercepted inside the binary, so they are counted in a
+//! separate in-process pass: the same `tollgate_usage_api::App` over a DynamoDB client
+//! with the recording interceptor of [`super::calls`] (every operation, every attempt,
+//! every page). Those counts transfer to AWS; the timings do not.
 
 use std::collections::BTreeMap;
-use std::convert::Infallible;
-use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -20,24 +28,30 @@ use anyhow::{Context, Result, bail, ensure};
 use aws_lambda_events::sqs::{SqsEvent, SqsMessage};
 use chrono::{DateTime, Duration as TimeDelta, SecondsFormat, Utc};
 use http_body_util::{BodyExt, Full};
-use hyper::body::{Bytes, Incoming};
+use hyper::body::Bytes;
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::rt::TokioExecutor;
 use serde_json::{Value, json};
-use tokio::net::TcpListener;
-use tokio::task::{JoinHandle, JoinSet};
 use tollgate_core::meter::MeterCatalog;
 use tollgate_core::tenant::{ApiKeyHash, ApiKeyRecord, ApiKeyRole};
 use tollgate_core::window::{EventTimePolicy, Granularity, Window};
 use tollgate_ingest::Ingest;
+use tollgate_local::{FunctionSpec, FunctionUrl, LocalFunction};
 use tollgate_rollup::{Rollup, RollupRequest};
 use tollgate_store::DynamoDbStore;
 use tollgate_usage_api::App;
+use tollgate_usage_api::snapshot_cache::RECOMMENDED_SNAPSHOT_MAX_AGE;
 use tollgate_usage_api::sqs::SqsEventQueue;
 
 use super::calls::Recorder;
+use crate::util;
 
+/// The usage API's package and binary.
+const PACKAGE: &str = "tollgate-usage-api";
+const BINARY: &str = "usage-api";
+/// Where SQS would be: nothing listens there, and the routes measured send nothing.
+const CLOSED_PORT: &str = "http://127.0.0.1:9";
 const TENANT: &str = "bench-dashboard";
 const PLAN: &str = "bench-fifty";
 /// Event types, ten meters each: 50 meters.
@@ -68,6 +82,8 @@ const EVENTS_PER_MESSAGE: usize = 100;
 const MESSAGES_PER_INVOCATION: usize = 10;
 const WARM_UP: usize = 20;
 const REQUESTS: usize = 300;
+/// In-process requests per view whose DynamoDB calls are counted.
+const COUNTED: usize = 10;
 /// Each view's measured requests stop early after this long.
 const TIME_LIMIT: Duration = Duration::from_secs(15);
 
@@ -199,77 +215,85 @@ fn invocations(events: &[String], serial: &mut u64) -> Vec<SqsEvent> {
         .collect()
 }
 
-/// Serves the API over HTTP/1.1 on a free loopback port until the task is aborted
-/// (which also ends the connections it accepted).
-async fn serve(app: Arc<Api>) -> Result<(SocketAddr, JoinHandle<()>)> {
-    let listener = TcpListener::bind("127.0.0.1:0")
-        .await
-        .context("binding a loopback port for the usage API")?;
-    let addr = listener.local_addr()?;
-    let task = tokio::spawn(async move {
-        let mut connections = JoinSet::new();
-        while let Ok((socket, _)) = listener.accept().await {
-            let app = app.clone();
-            connections.spawn(async move {
-                let service = hyper::service::service_fn(move |request| {
-                    let app = app.clone();
-                    async move { Ok::<_, Infallible>(function_url(&app, request).await) }
-                });
-                let _ = hyper::server::conn::http1::Builder::new()
-                    .serve_connection(TokioIo::new(socket), service)
-                    .await;
-            });
-        }
-    });
-    Ok((addr, task))
+/// Builds the release `usage-api` binary (the one deployments run) and returns its path.
+fn build_binary(root: &Path) -> Result<PathBuf> {
+    eprintln!("[bench] api: building the {BINARY} binary in release, as deployments run it");
+    let started = Instant::now();
+    util::run(util::cargo(root).args(["build", "--release", "-p", PACKAGE, "--bin", BINARY]))?;
+    let target = std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| root.join("target"));
+    let binary = target.join("release").join(BINARY);
+    ensure!(
+        binary.is_file(),
+        "cargo built no {} (looked at {})",
+        BINARY,
+        binary.display()
+    );
+    eprintln!(
+        "[bench] api: {} ready in {:.1} s",
+        binary.display(),
+        started.elapsed().as_secs_f64()
+    );
+    Ok(binary)
 }
 
-/// One HTTP request handed to the API as a Function URL hands it to the Lambda.
-async fn function_url(
-    app: &Api,
-    request: hyper::Request<Incoming>,
-) -> hyper::Response<Full<Bytes>> {
-    let reply = match to_lambda(request).await {
-        Ok(request) => app.handle(request).await,
-        Err(_) => {
-            return plain(400, "unreadable request");
-        }
-    };
-    let mut response = hyper::Response::builder().status(reply.status().as_u16());
-    for (name, value) in reply.headers() {
-        response = response.header(name.as_str(), value.as_bytes());
+/// The release binary run as a Lambda function (one instance, the local Runtime API)
+/// behind a local Function URL, as the local stack and the demo run it. Stops when dropped.
+struct ApiFunction {
+    function: Arc<LocalFunction>,
+    url: FunctionUrl,
+}
+
+impl ApiFunction {
+    /// Starts `binary` as function `name` with the API's configuration and the edge
+    /// snapshot max age `snapshot_max_age`, and waits for its cold start.
+    async fn start(
+        name: &str,
+        binary: &Path,
+        table: &str,
+        meters_file: &Path,
+        dynamodb: &str,
+        snapshot_max_age: Duration,
+    ) -> Result<ApiFunction> {
+        let env = [
+            ("TOLLGATE_TABLE", table.to_owned()),
+            (
+                "TOLLGATE_QUEUE_URL",
+                format!("{CLOSED_PORT}/000000000000/unused"),
+            ),
+            ("TOLLGATE_METERS_FILE", meters_file.display().to_string()),
+            (
+                "TOLLGATE_SNAPSHOT_MAX_AGE_SECONDS",
+                snapshot_max_age.as_secs().to_string(),
+            ),
+            ("AWS_ENDPOINT_URL_DYNAMODB", dynamodb.to_owned()),
+            ("AWS_ENDPOINT_URL_SQS", CLOSED_PORT.to_owned()),
+        ]
+        .into_iter()
+        .map(|(name, value)| (name.to_owned(), value))
+        .collect();
+        // One instance: the requests are sequential, and the snapshot cache is per instance.
+        let spec = FunctionSpec::new(name, binary)
+            .with_env(env)
+            .with_timeout(Duration::from_secs(30))
+            .with_max_instances(1)
+            .with_echo_output(false);
+        let function = Arc::new(
+            LocalFunction::start_with(spec)
+                .await
+                .with_context(|| format!("starting {name} ({})", binary.display()))?,
+        );
+        let url = FunctionUrl::start(Arc::clone(&function))
+            .await
+            .context("starting the local Function URL")?;
+        Ok(ApiFunction { function, url })
     }
-    let bytes = match reply.into_body() {
-        lambda_http::Body::Text(text) => text.into_bytes(),
-        lambda_http::Body::Binary(bytes) => bytes,
-        _ => Vec::new(),
-    };
-    response
-        .body(Full::new(Bytes::from(bytes)))
-        .unwrap_or_else(|_| plain(500, "unrepresentable reply"))
-}
 
-fn plain(status: u16, text: &'static str) -> hyper::Response<Full<Bytes>> {
-    let mut response = hyper::Response::new(Full::new(Bytes::from_static(text.as_bytes())));
-    *response.status_mut() = hyper::StatusCode::from_u16(status).unwrap_or_default();
-    response
-}
-
-async fn to_lambda(request: hyper::Request<Incoming>) -> Result<lambda_http::Request> {
-    let (parts, body) = request.into_parts();
-    let body = body.collect().await?.to_bytes();
-    let mut lambda = lambda_http::http::Request::builder()
-        .method(parts.method.as_str())
-        .uri(format!("https://usage.bench.local{}", parts.uri));
-    for (name, value) in &parts.headers {
-        lambda = lambda.header(name.as_str(), value.as_bytes());
+    /// `http://127.0.0.1:<port>`, without a trailing slash.
+    fn base(&self) -> String {
+        format!("http://{}", self.url.addr())
     }
-    let body = if body.is_empty() {
-        lambda_http::Body::Empty
-    } else {
-        lambda_http::Body::Binary(body.to_vec())
-    };
-    Ok(lambda.body(body)?)
 }
 
 /// Sends one request; returns the status and the body.
@@ -315,21 +339,35 @@ async fn expect_ok(
     Ok(serde_json::from_slice(&bytes).unwrap_or(Value::Null))
 }
 
-/// One measured view.
-struct View {
-    name: &'static str,
-    path: String,
-    key: String,
+/// Which API a view is measured on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Cache {
+    /// `TOLLGATE_SNAPSHOT_MAX_AGE_SECONDS=0`: every snapshot is built.
+    Off,
+    /// `TOLLGATE_SNAPSHOT_MAX_AGE_SECONDS` as the SAM template sets it.
+    Deployed,
 }
 
-struct Figures {
+/// One measured view.
+struct View {
+    name: String,
+    path: String,
+    key: String,
+    /// The status every request must get.
+    status: u16,
+    cache: Cache,
+}
+
+/// A view's latency over the binary.
+struct Timing {
     requests: usize,
     p50: Duration,
     p99: Duration,
     max: Duration,
     per_second: f64,
     bytes: usize,
-    calls: BTreeMap<String, u64>,
+    /// From the first timed request to the end of the last.
+    elapsed: Duration,
 }
 
 /// The nearest-rank percentile of sorted samples.
@@ -338,54 +376,91 @@ fn percentile(sorted: &[Duration], p: usize) -> Duration {
     sorted.get(rank - 1).copied().unwrap_or_default()
 }
 
-async fn measure(
-    client: &HttpClient,
-    base: &str,
-    view: &View,
-    counter: &Recorder,
-) -> Result<Figures> {
+/// [`WARM_UP`] requests, then up to [`REQUESTS`] timed ones (at most [`TIME_LIMIT`]), one
+/// at a time over one keep-alive connection to the binary's Function URL.
+async fn time_view(client: &HttpClient, base: &str, view: &View) -> Result<Timing> {
     let url = format!("{base}{}", view.path);
     let mut bytes = 0;
     for _ in 0..WARM_UP {
         let (status, body) = call(client, "GET", &url, &view.key, None).await?;
         ensure!(
-            status == 200,
+            status == view.status,
             "GET {} answered {status}: {}",
             view.path,
             String::from_utf8_lossy(&body)
         );
         bytes = body.len();
     }
-    counter.take();
     let mut samples = Vec::with_capacity(REQUESTS);
     let started = Instant::now();
     while samples.len() < REQUESTS && started.elapsed() < TIME_LIMIT {
         let sent = Instant::now();
         let (status, body) = call(client, "GET", &url, &view.key, None).await?;
         samples.push(sent.elapsed());
-        ensure!(status == 200, "GET {} answered {status}", view.path);
+        ensure!(status == view.status, "GET {} answered {status}", view.path);
         bytes = body.len();
     }
     let elapsed = started.elapsed();
-    let calls = counter.take().by_operation;
     samples.sort();
-    Ok(Figures {
+    Ok(Timing {
         requests: samples.len(),
         p50: percentile(&samples, 50),
         p99: percentile(&samples, 99),
         max: samples.last().copied().unwrap_or_default(),
         per_second: samples.len() as f64 / elapsed.as_secs_f64().max(1e-9),
         bytes,
-        calls,
+        elapsed,
     })
+}
+
+/// DynamoDB calls per request of a view, by operation: one warm-up request, then
+/// [`COUNTED`] requests through the same `App` code the binary runs, in process, over the
+/// client whose interceptor records every call (the binary's own calls are not visible).
+async fn count_view(api: &Api, view: &View, counter: &Recorder) -> Result<BTreeMap<String, f64>> {
+    let request = || -> Result<lambda_http::Request> {
+        Ok(lambda_http::http::Request::builder()
+            .method("GET")
+            .uri(format!("https://usage.bench.local{}", view.path))
+            .header("authorization", format!("Bearer {}", view.key))
+            .body(lambda_http::Body::Empty)?)
+    };
+    let status = api.handle(request()?).await.status().as_u16();
+    ensure!(
+        status == view.status,
+        "in process, GET {} answered {status}",
+        view.path
+    );
+    counter.take();
+    for _ in 0..COUNTED {
+        let status = api.handle(request()?).await.status().as_u16();
+        ensure!(
+            status == view.status,
+            "in process, GET {} answered {status}",
+            view.path
+        );
+    }
+    Ok(counter
+        .take()
+        .by_operation
+        .into_iter()
+        .map(|(operation, n)| (operation, n as f64 / COUNTED as f64))
+        .collect())
 }
 
 fn millis(d: Duration) -> f64 {
     d.as_secs_f64() * 1000.0
 }
 
-/// Sets up the tenant and its month, serves the API and measures each view.
+/// Builds the binary, sets up the tenant and its month, serves the API from the binary
+/// and measures each view.
 pub async fn run(endpoint: &str) -> Result<()> {
+    let root = util::repo_root()?;
+    let binary = {
+        let root = root.clone();
+        tokio::task::spawn_blocking(move || build_binary(&root))
+            .await
+            .context("the build task")??
+    };
     let now = Utc::now();
     let catalog_text = catalog_json().to_string();
     let catalog = MeterCatalog::from_json(&catalog_text).context("the bench's meter catalog")?;
@@ -393,6 +468,15 @@ pub async fn run(endpoint: &str) -> Result<()> {
         catalog.meters().count() == EVENT_TYPES.len() * KINDS.len(),
         "the catalog should hold 50 meters"
     );
+    let work = binary
+        .parent()
+        .and_then(Path::parent)
+        .unwrap_or(&root)
+        .join("bench-api");
+    std::fs::create_dir_all(&work).with_context(|| format!("creating {}", work.display()))?;
+    let meters_file = work.join(format!("meters-{}.json", std::process::id()));
+    std::fs::write(&meters_file, &catalog_text)
+        .with_context(|| format!("writing {}", meters_file.display()))?;
 
     let counter = Recorder::default();
     let base_client = tollgate_store::local_client(endpoint);
@@ -403,7 +487,8 @@ pub async fn run(endpoint: &str) -> Result<()> {
             .interceptor(counter.clone())
             .build(),
     );
-    let store = DynamoDbStore::new(counted, format!("bench-api-{}", std::process::id()));
+    let table = format!("bench-api-{}", std::process::id());
+    let store = DynamoDbStore::new(counted, table.clone());
     store.ensure_table().await?;
     let admin_key = crate::util::new_api_key()?;
     store
@@ -418,34 +503,70 @@ pub async fn run(endpoint: &str) -> Result<()> {
         .await
         .context("storing the admin key")?;
 
-    // Loopback only: SQS is not used by the routes measured, so the queue points at a
-    // closed port and would fail loudly if anything were sent.
-    let queue = SqsEventQueue::new(
-        tollgate_local::local_sqs_client("http://127.0.0.1:9"),
-        "http://127.0.0.1:9/000000000000/unused",
+    eprintln!(
+        "[bench] api: starting {BINARY} twice as a Lambda behind a local Function URL (snapshot cache off, and {} s)",
+        RECOMMENDED_SNAPSHOT_MAX_AGE.as_secs()
     );
-    let app = Arc::new(App::new(store.clone(), queue, catalog.clone()));
-    let (addr, server) = serve(app).await?;
+    let start = |name: &'static str, max_age: Duration| {
+        ApiFunction::start(name, &binary, &table, &meters_file, endpoint, max_age)
+    };
+    let uncached = start("usage-api", Duration::ZERO).await?;
+    let cached = start("usage-api-cached", RECOMMENDED_SNAPSHOT_MAX_AGE).await?;
+
+    // In process, for the call counts only. SQS is not used by the routes measured, so
+    // the queue points at a closed port and would fail loudly if anything were sent.
+    let queue = || {
+        SqsEventQueue::new(
+            tollgate_local::local_sqs_client(CLOSED_PORT),
+            format!("{CLOSED_PORT}/000000000000/unused"),
+        )
+    };
+    let in_process = InProcess {
+        uncached: App::new(store.clone(), queue(), catalog.clone()),
+        cached: App::new(store.clone(), queue(), catalog.clone())
+            .with_snapshot_max_age(RECOMMENDED_SNAPSHOT_MAX_AGE),
+    };
     let bench = Bench {
         endpoint,
         store,
         counter,
-        addr,
+        uncached: &uncached,
+        cached: &cached,
+        in_process,
         admin_key,
         now,
     };
     let result = bench.run(catalog).await;
-    server.abort();
-    let _ = server.await;
+    for api in [&uncached, &cached] {
+        let stats = api.function.stats();
+        if stats.crashes > 0 || stats.timeouts > 0 {
+            eprintln!(
+                "[bench] api: {}: {} crashes, {} timeouts",
+                api.function.name(),
+                stats.crashes,
+                stats.timeouts
+            );
+        }
+    }
+    let _ = std::fs::remove_file(&meters_file);
     result
 }
 
-/// What the measurements share: the table, the API's address and the admin key.
+/// The in-process APIs the DynamoDB calls are counted on.
+struct InProcess {
+    uncached: Api,
+    cached: Api,
+}
+
+/// What the measurements share: the table, the two functions, the in-process APIs and
+/// the admin key.
 struct Bench<'a> {
     endpoint: &'a str,
     store: DynamoDbStore,
     counter: Recorder,
-    addr: SocketAddr,
+    uncached: &'a ApiFunction,
+    cached: &'a ApiFunction,
+    in_process: InProcess,
     admin_key: String,
     now: DateTime<Utc>,
 }
@@ -456,17 +577,19 @@ impl Bench<'_> {
             endpoint,
             store,
             counter,
-            addr,
+            uncached,
+            cached,
+            in_process,
             admin_key,
             now,
         } = self;
-        let (addr, now) = (*addr, *now);
+        let now = *now;
         let month = Window::containing(Granularity::Month, now);
         let today = Window::containing(Granularity::Day, now);
         let client: HttpClient = Client::builder(TokioExecutor::new()).build_http();
-        let base = format!("http://{addr}");
+        let base = uncached.base();
 
-        // The plan, tenant and key through the admin API.
+        // The plan, tenant and key through the admin API, served by the binary.
         expect_ok(
             &client,
             "POST",
@@ -499,6 +622,7 @@ impl Bench<'_> {
 
         // The month so far through the real ingest, a day at a time with that day's clock
         // (so no event is older than the late-event horizon when it arrives).
+        eprintln!("[bench] api: ingesting the month so far and rolling it up");
         let started = Instant::now();
         let ingest = Ingest::new(store.clone(), catalog, EventTimePolicy::default());
         let (mut events, mut rows, mut calls) = (0usize, 0usize, 0usize);
@@ -551,44 +675,57 @@ impl Bench<'_> {
         } else {
             now
         };
+        let max_age = RECOMMENDED_SNAPSHOT_MAX_AGE.as_secs();
+        let tenant_view = |name: &str, path: String| View {
+            name: name.to_owned(),
+            path,
+            key: key.clone(),
+            status: 200,
+            cache: Cache::Off,
+        };
         let views = [
             View {
-                name: "month usage summary",
-                path: "/v1/usage".into(),
+                name: "floor: unknown path (404)".into(),
+                path: "/v1/no-such-route".into(),
                 key: key.clone(),
+                status: 404,
+                cache: Cache::Off,
             },
-            View {
-                name: "invoice preview (month)",
-                path: format!("/v1/invoice/preview?month={month_key}"),
-                key: key.clone(),
-            },
-            View {
-                name: "forecast",
-                path: "/v1/forecast".into(),
-                key: key.clone(),
-            },
-            View {
-                name: "daily history (month)",
-                path: format!(
+            tenant_view("month usage summary", "/v1/usage".into()),
+            tenant_view(
+                "invoice preview (month)",
+                format!("/v1/invoice/preview?month={month_key}"),
+            ),
+            tenant_view("forecast", "/v1/forecast".into()),
+            tenant_view(
+                "daily history (month)",
+                format!(
                     "/v1/usage/history?granularity=day&from={}&to={}",
                     rfc3339(month.start()),
                     rfc3339(now)
                 ),
-                key: key.clone(),
-            },
-            View {
-                name: "hourly history (one day)",
-                path: format!(
+            ),
+            tenant_view(
+                "hourly history (one day)",
+                format!(
                     "/v1/usage/history?granularity=hour&from={}&to={}",
                     rfc3339(yesterday),
                     rfc3339(hour_day_end)
                 ),
-                key: key.clone(),
-            },
+            ),
             View {
-                name: "edge snapshot (admin key)",
+                name: "edge snapshot, cache off".into(),
                 path: "/v1/edge/snapshot".into(),
                 key: admin_key.to_owned(),
+                status: 200,
+                cache: Cache::Off,
+            },
+            View {
+                name: format!("edge snapshot, cache {max_age} s"),
+                path: "/v1/edge/snapshot".into(),
+                key: admin_key.to_owned(),
+                status: 200,
+                cache: Cache::Deployed,
             },
         ];
 
@@ -596,7 +733,12 @@ impl Bench<'_> {
         let shown = summary["meters"].as_array().map_or(0, Vec::len);
 
         println!(
-            "==> usage API month views against DynamoDB Local ({endpoint}), served in process over HTTP/1.1 on {addr}"
+            "==> usage API month views: the release {BINARY} binary as a Lambda (local Runtime API) behind a local Function URL, on DynamoDB Local ({endpoint})"
+        );
+        println!(
+            "    Function URLs: {} (TOLLGATE_SNAPSHOT_MAX_AGE_SECONDS=0) and {} (={max_age}, as the SAM template sets it); one instance each",
+            uncached.url.url(),
+            cached.url.url()
         );
         println!(
             "    set-up: 1 tenant, 50 meters ({}), plan {PLAN} pricing {} of them; month {month_key}, {hours} hours so far",
@@ -626,40 +768,64 @@ impl Bench<'_> {
         );
         println!(
             "    {:<27} {:>5} {:>8} {:>8} {:>8} {:>7} {:>9} {:>10}",
-            "", "", "", "", "", "", "", "per req."
+            "", "", "", "", "", "", "", "per req.*"
         );
         let mut breakdowns = Vec::new();
+        let mut cached_span = Duration::ZERO;
         for view in &views {
-            let figures = measure(&client, &base, view, counter).await?;
-            let total: u64 = figures.calls.values().sum();
-            let per_request = total as f64 / figures.requests.max(1) as f64;
+            let (function, api) = match view.cache {
+                Cache::Off => (uncached, &in_process.uncached),
+                Cache::Deployed => (cached, &in_process.cached),
+            };
+            let timing = time_view(&client, &function.base(), view).await?;
+            if view.cache == Cache::Deployed {
+                cached_span = timing.elapsed;
+            }
+            let calls = count_view(api, view, counter).await?;
+            let total = calls.values().fold(0.0, |total, n| total + n);
             println!(
                 "    {:<27} {:>5} {:>8.2} {:>8.2} {:>8.2} {:>7.0} {:>9} {:>10.1}",
                 view.name,
-                figures.requests,
-                millis(figures.p50),
-                millis(figures.p99),
-                millis(figures.max),
-                figures.per_second,
-                figures.bytes,
-                per_request
+                timing.requests,
+                millis(timing.p50),
+                millis(timing.p99),
+                millis(timing.max),
+                timing.per_second,
+                timing.bytes,
+                total
             );
-            let ops: Vec<String> = figures
-                .calls
-                .iter()
-                .map(|(op, n)| format!("{op} {:.1}", *n as f64 / figures.requests.max(1) as f64))
-                .collect();
-            breakdowns.push((view, ops.join(", ")));
+            let ops: Vec<String> = calls.iter().map(|(op, n)| format!("{op} {n:.1}")).collect();
+            let ops = if ops.is_empty() {
+                "none".to_owned()
+            } else {
+                ops.join(", ")
+            };
+            breakdowns.push((view, ops));
         }
-        println!("    DynamoDB calls per request by operation (every attempt and page counts):");
+        println!(
+            "    * DynamoDB calls are counted in a separate in-process pass: the same tollgate_usage_api::App \
+             code the binary runs, over a client with a recording interceptor, {COUNTED} requests per view \
+             after one warm-up (every attempt and page counts). They transfer to AWS; the binary's own \
+             calls are not intercepted."
+        );
+        println!("    DynamoDB calls per request by operation:");
         for (view, ops) in breakdowns {
             println!("      {:<27} GET {}", view.name, view.path);
             println!("      {:<27} {ops}", "");
         }
         println!(
-            "    (timings: DynamoDB Local on loopback, and the API running in xtask's unoptimised dev \
-             build; they only compare runs on one machine. The DynamoDB calls per request are what \
-             transfers to AWS.)"
+            "    edge snapshot, cache {max_age} s: a request within the max age only checks the key \
+             (GetItem); at most one request per {max_age} s and instance rebuilds, at the cache-off \
+             row's cost. Its timed requests spanned {:.1} s, so at most {} of them rebuilt it.",
+            cached_span.as_secs_f64(),
+            cached_span.as_secs() / max_age.max(1) + 1
+        );
+        println!(
+            "    (timings: each request goes over loopback HTTP to the local Function URL, which hands a \
+             payload 2.0 event to the binary through the local Runtime API; both emulators run in \
+             xtask's dev build and their cost is in every figure (the 404 row is that floor plus the \
+             binary's routing). DynamoDB Local on loopback stands in for DynamoDB, so timings only \
+             compare runs on one machine.)"
         );
         Ok(())
     }
