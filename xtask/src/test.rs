@@ -17,7 +17,7 @@ use tollgate_devstack::{
     CfnLint, DYNAMODB_ENDPOINT_ENV, DynamoDbLocal, SQS_ENDPOINT_ENV, SqsServer,
 };
 
-use crate::util::{self, Steps, TestTally, cargo};
+use crate::util::{self, Runner, Steps, TestTally, cargo};
 
 const COMPONENTS: [&str; 2] = ["clippy", "rustfmt"];
 const TARGETS: [&str; 1] = ["wasm32-wasip1"];
@@ -147,6 +147,7 @@ fn run_checks(
                     .args(["nextest", "run"])
                     .args(&scope)
                     .args(&options.runner_args),
+                Runner::Nextest,
                 tally,
             )
         })?;
@@ -154,6 +155,7 @@ fn run_checks(
         steps.run("tests (cargo test; cargo-nextest not found)", || {
             util::run_tallied(
                 cargo().arg("test").args(&scope).args(&options.runner_args),
+                Runner::Libtest,
                 tally,
             )
         })?;
@@ -162,6 +164,7 @@ fn run_checks(
     steps.run("doctests (cargo test --doc)", || {
         util::run_tallied(
             cargo().args(["test", "--doc"]).args(&scope).args(&doc_args),
+            Runner::Libtest,
             tally,
         )
     })?;

@@ -80,6 +80,16 @@ pub fn run(command: &mut Command) -> Result<()> {
     succeeded(shown, status)
 }
 
+/// The test runner whose output a [`TestTally`] reads; each closes its run differently.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Runner {
+    /// `cargo nextest run`: one `Summary [   1.234s] N tests run: …` line (stderr) for
+    /// the whole run.
+    Nextest,
+    /// `cargo test`: one `test result: ok. N passed; …` line (stdout) per test binary.
+    Libtest,
+}
+
 /// Test counts read from test runners' closing lines, summed over runs.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 pub struct TestTally {
@@ -89,19 +99,35 @@ pub struct TestTally {
 }
 
 impl TestTally {
-    /// Reads counts from a nextest `Summary … N tests run: N passed, N failed, N skipped`
-    /// line or a libtest `test result: ok. N passed; N failed; N ignored; …` line.
-    pub fn absorb_line(&mut self, line: &str) {
-        let counts = if let Some((_, rest)) = line.split_once("tests run:") {
-            rest
-        } else if let Some((_, rest)) = line.split_once("test result:") {
-            rest
-        } else {
+    /// Adds the counts of `runner`'s closing line; any other line changes nothing.
+    ///
+    /// Only that one line counts, because nextest replays each failing test's captured
+    /// libtest output, `test result: FAILED. 0 passed; 1 failed; …` included (indented),
+    /// and lists the failures again after its summary. Nextest's line says `1 test run:`
+    /// for a single test, and its words are coloured when `CARGO_TERM_COLOR=always`.
+    pub fn absorb_line(&mut self, runner: Runner, line: &str) {
+        let line = without_colours(line);
+        let counts = match runner {
+            // `     Summary [   0.150s] 2/3 tests run: 1 passed (1 flaky), 1 failed, …`
+            Runner::Nextest => line
+                .trim_start()
+                .strip_prefix("Summary [")
+                .and_then(|rest| rest.split_once(" run: "))
+                .filter(|(run, _)| run.ends_with(" test") || run.ends_with(" tests"))
+                .map(|(_, counts)| counts),
+            // `test result: ok. 2 passed; 0 failed; 0 ignored; 0 measured; …`, unindented.
+            Runner::Libtest => line
+                .strip_prefix("test result: ")
+                .and_then(|rest| rest.split_once(". "))
+                .map(|(_, counts)| counts),
+        };
+        let Some(counts) = counts else {
             return;
         };
-        for part in counts.split([',', ';', '.']) {
-            let mut words = part.split_whitespace();
-            let (Some(number), Some(label)) = (words.next(), words.next()) else {
+        for count in counts.split([',', ';']) {
+            // `5 passed (1 slow, 1 flaky)`: the parenthesised details are not extra tests.
+            let count = count.split_once('(').map_or(count, |(count, _)| count);
+            let Some((number, label)) = count.trim().split_once(' ') else {
                 continue;
             };
             let Ok(number) = number.parse::<u64>() else {
@@ -109,7 +135,7 @@ impl TestTally {
             };
             match label {
                 "passed" => self.passed += number,
-                "failed" | "timed" => self.failed += number,
+                "failed" | "exec failed" | "timed out" => self.failed += number,
                 "skipped" | "ignored" => self.skipped += number,
                 _ => {}
             }
@@ -117,8 +143,20 @@ impl TestTally {
     }
 }
 
-/// Like [`run`], but reads the test counts from the output while echoing it.
-pub fn run_tallied(command: &mut Command, tally: &mut TestTally) -> Result<()> {
+/// `line` without the ANSI colour sequences (`ESC [ … m`) around its words.
+fn without_colours(line: &str) -> String {
+    let mut plain = String::with_capacity(line.len());
+    let mut rest = line;
+    while let Some((text, sequence)) = rest.split_once("\x1b[") {
+        plain.push_str(text);
+        rest = sequence.split_once('m').map_or("", |(_, after)| after);
+    }
+    plain.push_str(rest);
+    plain
+}
+
+/// Like [`run`], but reads `runner`'s test counts from the output while echoing it.
+pub fn run_tallied(command: &mut Command, runner: Runner, tally: &mut TestTally) -> Result<()> {
     let shown = show(command);
     eprintln!("    $ {shown}");
     let mut child = command
@@ -132,13 +170,13 @@ pub fn run_tallied(command: &mut Command, tally: &mut TestTally) -> Result<()> {
         let mut tally = TestTally::default();
         for line in BufReader::new(stderr).lines().map_while(Result::ok) {
             eprintln!("{line}");
-            tally.absorb_line(&line);
+            tally.absorb_line(runner, &line);
         }
         tally
     });
     for line in BufReader::new(stdout).lines().map_while(Result::ok) {
         println!("{line}");
-        tally.absorb_line(&line);
+        tally.absorb_line(runner, &line);
     }
     if let Ok(from_stderr) = echo_err.join() {
         tally.passed += from_stderr.passed;
@@ -326,6 +364,146 @@ mod tests {
     fn other_errors_exit_with_1() {
         let err = anyhow::anyhow!("something else");
         assert_eq!(exit_code_for(&err), ExitCode::from(1));
+    }
+
+    fn tally_of(runner: Runner, output: &str) -> TestTally {
+        let mut tally = TestTally::default();
+        for line in output.lines() {
+            tally.absorb_line(runner, line);
+        }
+        tally
+    }
+
+    fn counts(passed: u64, failed: u64, skipped: u64) -> TestTally {
+        TestTally {
+            passed,
+            failed,
+            skipped,
+        }
+    }
+
+    /// A failing `cargo nextest run` as printed by nextest 0.9.143 (stderr): the failing
+    /// test's captured libtest output is replayed, indented, and listed again at the end.
+    const NEXTEST_ONE_FAILURE: &str = "\
+────────────
+ Nextest run ID 035192f1-b356-4eb6-a1d9-e08fba376b93 with nextest profile: default
+    Starting 3 tests across 2 binaries (1 test skipped)
+        PASS [   0.005s] (1/3) tollgate-core alert::tests::ids_round_trip_and_reject_lookalikes
+        FAIL [   0.149s] (2/3) tollgate-core billing::tests::values_are_whole_units_with_the_remainder_carried
+  stdout ───
+
+    running 1 test
+    test billing::tests::values_are_whole_units_with_the_remainder_carried ... FAILED
+
+    failures:
+
+    failures:
+        billing::tests::values_are_whole_units_with_the_remainder_carried
+
+    test result: FAILED. 0 passed; 1 failed; 0 ignored; 0 measured; 3 filtered out; finished in 0.13s
+
+  stderr ───
+
+    thread 'billing::tests::values_are_whole_units_with_the_remainder_carried' (24924) panicked at functions/core/src/billing.rs:420:9:
+    assertion `left == right` failed
+      left: 1
+     right: 2
+
+        PASS [   0.006s] (3/3) tollgate-store table::tests::keys_are_shaped
+────────────
+     Summary [   0.150s] 3 tests run: 2 passed, 1 failed, 1 skipped
+        FAIL [   0.149s] (2/3) tollgate-core billing::tests::values_are_whole_units_with_the_remainder_carried
+error: test run failed
+";
+
+    #[test]
+    fn a_nextest_failure_counts_once_though_its_libtest_output_is_replayed() {
+        assert_eq!(
+            tally_of(Runner::Nextest, NEXTEST_ONE_FAILURE),
+            counts(2, 1, 1)
+        );
+    }
+
+    #[test]
+    fn a_single_nextest_test_counts_from_the_singular_summary() {
+        let output = "\
+    Starting 1 test across 59 binaries (589 tests skipped)
+        PASS [   0.005s] (1/1) tollgate-core alert::tests::ids_round_trip_and_reject_lookalikes
+────────────
+     Summary [   0.007s] 1 test run: 1 passed, 589 skipped
+";
+        assert_eq!(tally_of(Runner::Nextest, output), counts(1, 0, 589));
+    }
+
+    #[test]
+    fn retries_count_once_and_flaky_tests_as_passed() {
+        let output = "\
+    Starting 2 tests across 1 binary (2 tests skipped)
+  TRY 1 FAIL [   0.090s] (───) tollgate-store apply::tests::fails
+  TRY 1 FAIL [   0.229s] (───) tollgate-store apply::tests::flaky
+  TRY 2 FAIL [   0.156s] (───) tollgate-store apply::tests::fails
+  TRY 2 PASS [   0.008s] (1/2) tollgate-store apply::tests::flaky
+  TRY 3 FAIL [   0.078s] (2/2) tollgate-store apply::tests::fails
+────────────
+     Summary [   0.327s] 2 tests run: 1 passed (1 flaky), 1 failed, 2 skipped
+   FLAKY 2/3 [   0.008s] (1/2) tollgate-store apply::tests::flaky
+  TRY 3 FAIL [   0.078s] (2/2) tollgate-store apply::tests::fails
+error: test run failed
+";
+        assert_eq!(tally_of(Runner::Nextest, output), counts(1, 1, 2));
+    }
+
+    #[test]
+    fn exec_failures_and_timeouts_count_as_failed_in_a_cancelled_run() {
+        // nextest's own snapshot of its summary line with every kind of outcome.
+        let output = "     Summary [  15.750s] 8/10 tests run: 5 passed (1 slow, 1 flaky, 1 leaky), \
+                      2 failed, 1 exec failed, 1 timed out, 2 skipped\n\
+                      warning: 2/10 tests were not run due to signal\n";
+        assert_eq!(tally_of(Runner::Nextest, output), counts(5, 4, 2));
+    }
+
+    #[test]
+    fn a_coloured_nextest_summary_counts_like_a_plain_one() {
+        // `CARGO_TERM_COLOR=always cargo nextest run`, as nextest 0.9.143 writes it.
+        let output = "\x1b[31;1m     Summary\x1b[0m [   0.266s] \x1b[1m3\x1b[0m tests run: \
+                      \x1b[1m1\x1b[0m \x1b[32;1mpassed\x1b[0m, \x1b[1m2\x1b[0m \
+                      \x1b[31;1mfailed\x1b[0m, \x1b[1m1\x1b[0m \x1b[33;1mskipped\x1b[0m";
+        assert_eq!(tally_of(Runner::Nextest, output), counts(1, 2, 1));
+    }
+
+    #[test]
+    fn libtest_counts_add_up_over_every_binary() {
+        // `cargo test --doc` (stdout): one closing line per crate.
+        let output = "\
+   Doc-tests tollgate_core
+
+running 7 tests
+test functions/core/src/lib.rs - (line 12) ... ok
+
+test result: ok. 7 passed; 0 failed; 0 ignored; 0 measured; 0 filtered out; finished in 0.01s
+
+all doctests ran in 0.47s; merged doctests compilation took 0.47s
+
+running 2 tests
+test functions/store/src/lib.rs - (line 9) ... FAILED
+
+test result: FAILED. 1 passed; 1 failed; 1 ignored; 0 measured; 0 filtered out; finished in 0.00s
+
+running 0 tests
+
+test result: ok. 0 passed; 0 failed; 0 ignored; 0 measured; 0 filtered out; finished in 0.00s
+";
+        assert_eq!(tally_of(Runner::Libtest, output), counts(8, 1, 1));
+    }
+
+    #[test]
+    fn each_runner_reads_only_its_own_closing_line() {
+        assert_eq!(
+            tally_of(Runner::Libtest, NEXTEST_ONE_FAILURE),
+            counts(0, 0, 0)
+        );
+        let libtest = "test result: ok. 3 passed; 0 failed; 0 ignored; 0 measured; 0 filtered out";
+        assert_eq!(tally_of(Runner::Nextest, libtest), counts(0, 0, 0));
     }
 
     #[test]
