@@ -4,8 +4,9 @@
 //! default), and building it reads the budget block list, every tenant page, each plan,
 //! each tenant's keys and the day and month usage of each tenant with a quota: ten
 //! DynamoDB calls (seven `Query`) for one tenant with a quota (`cargo xtask bench api`),
-//! about six more for each further one. All gateways get the same reply, so an instance keeps the body it built and serves it again while it is
-//! younger than the max age, instead of rebuilding it for each of them.
+//! about six more for each further one. All gateways get the same reply, so an instance
+//! keeps the body it built and serves it again while it is younger than the max age,
+//! instead of rebuilding it for each of them.
 //!
 //! - **Byte-identical.** The cached body is the text the build serialised, served with the
 //!   same headers, so a hit cannot be told from the uncached reply of the moment it was
