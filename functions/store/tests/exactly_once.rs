@@ -286,6 +286,44 @@ async fn one_run_writes_each_counter_once_whatever_the_number_of_messages() {
 }
 
 #[tokio::test]
+async fn a_full_window_of_wide_sketch_messages_is_one_claim() {
+    // 95 gateway flushes of 100 tenants × 3 latency sketches: 28,500 rows that merge into
+    // 300 counters. Their journal is small once merged, though the rows are not.
+    let store = fresh_store("sketches").await;
+    let t = at("2026-11-23T10:15:00Z");
+    let aggregation = Aggregation::Percentiles;
+    let batches: Vec<UsageBatch> = (0..95i64)
+        .map(|m| {
+            let rows = (0..100)
+                .flat_map(|tenant| {
+                    ["latency_a", "latency_b", "latency_c"].map(|meter| UsageRow {
+                        key: hour_key(&format!("t{tenant:03}"), meter, "2026-11-23T10"),
+                        state: observed(&aggregation, &(m..m + 40).collect::<Vec<_>>(), t),
+                    })
+                })
+                .collect();
+            batch(&format!("flush-{m:03}"), rows)
+        })
+        .collect();
+    let report = store.apply_batches(&batches, chrono::Utc::now()).await;
+    assert!(
+        report
+            .outcomes
+            .iter()
+            .all(|o| matches!(o, Ok(BatchOutcome::Applied)))
+    );
+    assert_eq!(report.totals.rows_written, 300);
+    assert_eq!(report.totals.transactions, 5, "{:?}", report.totals);
+    let again = store.apply_batches(&batches, chrono::Utc::now()).await;
+    assert!(
+        again
+            .outcomes
+            .iter()
+            .all(|o| matches!(o, Ok(BatchOutcome::AlreadyApplied)))
+    );
+}
+
+#[tokio::test]
 async fn a_killed_run_then_a_regrouped_redelivery_counts_every_message_once() {
     let batches = fleet(30, 40);
     for alive in 1..=3 {

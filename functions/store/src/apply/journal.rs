@@ -17,7 +17,7 @@ use aws_sdk_dynamodb::types::{AttributeValue, Delete, Put, TransactWriteItem};
 use chrono::{DateTime, Utc};
 use tollgate_core::aggregate::AggregateState;
 use tollgate_core::ids::TenantId;
-use tollgate_core::usage::UsageRow;
+use tollgate_core::usage::{UsageKey, UsageRow};
 
 use super::counters::{Refused, RowsVerdict, backoff};
 use super::{ApplyReport, MAX_ATTEMPTS, MAX_TRANSACTION_ITEMS};
@@ -58,16 +58,16 @@ pub(super) struct JournalChunk {
 /// A row as journalled: `[tenant, sort key, state]`.
 type Line = (TenantId, String, AggregateState);
 
-fn encode(row: &UsageRow) -> Result<String, StoreError> {
-    let sk = keys::usage_sort(&row.key).ok_or_else(|| {
-        StoreError::InvalidBatch(format!("{}: not an hourly or coarser counter", row.key))
+fn encode(key: &UsageKey, state: &AggregateState) -> Result<String, StoreError> {
+    let sk = keys::usage_sort(key).ok_or_else(|| {
+        StoreError::InvalidBatch(format!("{key}: not an hourly or coarser counter"))
     })?;
-    codec::to_json("journal row", &(&row.key.tenant, sk, &row.state))
+    codec::to_json("journal row", &(&key.tenant, sk, state))
 }
 
-/// The encoded size of `row` in a journal chunk (one comma included).
-pub(super) fn encoded_len(row: &UsageRow) -> Result<usize, StoreError> {
-    Ok(encode(row)?.len() + 1)
+/// The encoded size of a counter in a journal chunk (one comma included).
+pub(super) fn encoded_len(key: &UsageKey, state: &AggregateState) -> Result<usize, StoreError> {
+    Ok(encode(key, state)?.len() + 1)
 }
 
 /// Cuts sorted, merged rows into journal chunks of `journal` claimed at `claimed_at`.
@@ -94,7 +94,7 @@ pub(super) fn cut(
         *bytes = 0;
     };
     for row in rows {
-        let line = encode(row)?;
+        let line = encode(&row.key, &row.state)?;
         if current.len() == JOURNAL_CHUNK_ROWS || bytes + line.len() + 1 > JOURNAL_CHUNK_BYTES {
             close(&mut current, &mut lines, &mut bytes);
         }
@@ -258,7 +258,7 @@ mod tests {
 
     use super::*;
     use tollgate_core::ids::MeterName;
-    use tollgate_core::usage::{Dimensions, UsageKey};
+    use tollgate_core::usage::Dimensions;
     use tollgate_core::window::{Granularity, Window};
 
     fn row(tenant: &str, hour: u32, n: u64) -> UsageRow {
@@ -298,7 +298,8 @@ mod tests {
 
     #[test]
     fn a_journalled_counter_costs_under_80_bytes() {
-        let line = encoded_len(&row("tenant-042", 10, 1234)).unwrap();
+        let row = row("tenant-042", 10, 1234);
+        let line = encoded_len(&row.key, &row.state).unwrap();
         assert!(line < 80, "{line} bytes");
     }
 }

@@ -36,7 +36,10 @@
 mod counters;
 pub mod journal;
 
+use std::collections::BTreeMap;
+
 use chrono::{DateTime, Utc};
+use tollgate_core::aggregate::AggregateState;
 use tollgate_core::usage::{UsageBatch, UsageKey, UsageRow, merge_rows};
 
 use self::counters::{Cancelled, Refused, RowsVerdict, backoff};
@@ -163,8 +166,6 @@ struct Member<'a> {
     position: usize,
     batch_id: &'a str,
     rows: Vec<UsageRow>,
-    /// Upper bound of the rows' journal bytes.
-    bytes: usize,
 }
 
 /// How one attempt at a claim ended.
@@ -216,7 +217,7 @@ impl DynamoDbStore {
             let planned = plan_rows(batch).and_then(|rows| {
                 let bytes = rows
                     .iter()
-                    .map(journal::encoded_len)
+                    .map(|r| journal::encoded_len(&r.key, &r.state))
                     .sum::<Result<usize, _>>()?;
                 Ok((rows, bytes))
             });
@@ -236,11 +237,10 @@ impl DynamoDbStore {
                         }
                     }));
                 }
-                Ok((rows, bytes)) => members.push(Member {
+                Ok((rows, _)) => members.push(Member {
                     position,
                     batch_id: &batch.batch_id,
                     rows,
-                    bytes,
                 }),
             }
         }
@@ -529,29 +529,59 @@ fn claimable(markers: usize, rows: usize, bytes: usize) -> bool {
 fn pack(mut members: Vec<Member<'_>>) -> Vec<Vec<Member<'_>>> {
     members.sort_by(|a, b| a.batch_id.cmp(b.batch_id));
     let mut claims: Vec<Vec<Member<'_>>> = Vec::new();
-    let mut keys: std::collections::BTreeSet<UsageKey> = std::collections::BTreeSet::new();
-    let mut bytes = 0;
+    let mut merged = Merged::default();
     for member in members {
-        let new_keys = member
-            .rows
-            .iter()
-            .filter(|r| !keys.contains(&r.key))
-            .count();
-        let fits = claims.last().is_some_and(|claim| {
-            claimable(claim.len() + 1, keys.len() + new_keys, bytes + member.bytes)
-        });
-        if !fits {
-            claims.push(Vec::new());
-            keys.clear();
-            bytes = 0;
-        }
-        keys.extend(member.rows.iter().map(|r| r.key.clone()));
-        bytes += member.bytes;
+        let grown = match claims.last() {
+            Some(claim) => merged
+                .with(&member.rows)
+                .filter(|grown| claimable(claim.len() + 1, grown.keys(), grown.bytes)),
+            None => None,
+        };
+        merged = match grown {
+            Some(grown) => grown,
+            None => {
+                claims.push(Vec::new());
+                Merged::default().with(&member.rows).unwrap_or_default()
+            }
+        };
         if let Some(claim) = claims.last_mut() {
             claim.push(member);
         }
     }
     claims
+}
+
+/// A claim's counters as they merge, with their journal bytes: what decides whether one
+/// more batch still fits.
+#[derive(Debug, Default, Clone)]
+struct Merged {
+    states: BTreeMap<UsageKey, (AggregateState, usize)>,
+    bytes: usize,
+}
+
+impl Merged {
+    fn keys(&self) -> usize {
+        self.states.len()
+    }
+
+    /// This claim with `rows` merged in; `None` if a counter would not merge (two
+    /// batches disagree on its aggregation: they go to different claims).
+    fn with(&self, rows: &[UsageRow]) -> Option<Merged> {
+        let mut next = self.clone();
+        for row in rows {
+            let state = match next.states.get(&row.key) {
+                Some((state, _)) => state.clone().merged(&row.state).ok()?,
+                None => row.state.clone(),
+            };
+            let len = journal::encoded_len(&row.key, &state).ok()?;
+            let old = next
+                .states
+                .insert(row.key.clone(), (state, len))
+                .map_or(0, |(_, old)| old);
+            next.bytes = next.bytes + len - old;
+        }
+        Some(next)
+    }
 }
 
 /// Names a claim: a digest of its members and time, for journal keys and refusals.
