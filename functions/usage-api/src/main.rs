@@ -9,7 +9,7 @@
 //!   the ingest reads the same variable, so both judge event times alike.
 //! - `TOLLGATE_SNAPSHOT_MAX_AGE_SECONDS` (optional, whole seconds, at most 300): how long
 //!   this instance serves a built edge snapshot again instead of rebuilding it for every
-//!   gateway; `0` rebuilds on every request. The SAM template sets 5, and why 5 is at
+//!   gateway; `0` rebuilds on every request. The SAM template sets 15, and why 15 is at
 //!   `RECOMMENDED_SNAPSHOT_MAX_AGE` in `snapshot_cache.rs`. Unset means `0`: the deployment
 //!   always sets it, so unset is a local runner (the local stack, the demo), where a
 //!   snapshot read right after a write (a budget block, a suspension) must show it.
