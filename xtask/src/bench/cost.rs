@@ -753,9 +753,7 @@ fn print_ingest(setup: Setup, run: &IngestRun) {
         per_m(run.invocations),
         per_m(run.transactions),
         per_m(run.other_writes),
-        per_m(
-            run.counter_writes + run.marker_writes + run.journal_writes + run.other_item_writes
-        ),
+        per_m(run.counter_writes + run.marker_writes + run.journal_writes + run.other_item_writes),
         per_m(run.counter_writes),
         per_m(run.marker_writes),
         per_m(run.journal_writes),
@@ -891,10 +889,9 @@ fn print_sweep(cal: &Calibration, prices: &Prices) {
         ));
     }
     rows.push((
-        "W = 1 s, B = 10 (the local stack)".to_owned(),
+        "W = 1 s (the local stack)".to_owned(),
         Scenario {
             window_seconds: 1.0,
-            batch_size: 10.0,
             ..h
         },
     ));

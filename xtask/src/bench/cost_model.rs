@@ -340,7 +340,11 @@ impl InvocationWrites {
 
 /// The writes of an invocation of `k` messages whose `j` messages touch `keys(j)`
 /// distinct counters.
-pub fn writes_per_invocation(k: f64, keys: impl Fn(f64) -> f64, c: &Calibration) -> InvocationWrites {
+pub fn writes_per_invocation(
+    k: f64,
+    keys: impl Fn(f64) -> f64,
+    c: &Calibration,
+) -> InvocationWrites {
     let all = keys(k);
     if k + all <= TRANSACTION_ITEMS {
         return InvocationWrites {
@@ -360,8 +364,11 @@ pub fn writes_per_invocation(k: f64, keys: impl Fn(f64) -> f64, c: &Calibration)
     let counters = keys(per_claim);
     let chunks = chunks_of(counters);
     // Each chunk's item is billed per started KB, once when put and once when deleted.
-    let chunk_kb = (counters / chunks * c.journal_row_bytes / 1024.0).ceil().max(1.0);
-    let units = 2.0 * (per_claim + chunks * chunk_kb) + 2.0 * (chunks * chunk_kb + counters * c.counter_kb);
+    let chunk_kb = (counters / chunks * c.journal_row_bytes / 1024.0)
+        .ceil()
+        .max(1.0);
+    let units =
+        2.0 * (per_claim + chunks * chunk_kb) + 2.0 * (chunks * chunk_kb + counters * c.counter_kb);
     InvocationWrites {
         transactions: claims * (1.0 + chunks),
         markers: k,
