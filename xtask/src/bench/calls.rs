@@ -38,6 +38,14 @@ fn key_of(item: &Value) -> (String, String) {
     (s("pk"), s("sk"))
 }
 
+/// A number's size by DynamoDB's rules: about 1 byte per 2 significant digits, plus 1.
+pub(super) fn number_size(n: &str) -> usize {
+    let mantissa = n.split(['e', 'E']).next().unwrap_or_default();
+    let digits: String = mantissa.chars().filter(char::is_ascii_digit).collect();
+    let significant = digits.trim_start_matches('0').trim_end_matches('0').len();
+    significant.div_ceil(2) + 1
+}
+
 /// An item's size from its DynamoDB JSON, by DynamoDB's rules for the attribute types
 /// tollgate writes (names plus values; strings by bytes, numbers ≈ 1 byte per 2 digits).
 fn json_item_size(item: &Value) -> usize {
@@ -48,7 +56,7 @@ fn json_item_size(item: &Value) -> usize {
             let size = if let Some(s) = value["S"].as_str() {
                 s.len()
             } else if let Some(n) = value["N"].as_str() {
-                n.chars().filter(char::is_ascii_digit).count().div_ceil(2) + 1
+                number_size(n)
             } else {
                 value.to_string().len()
             };

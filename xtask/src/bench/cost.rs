@@ -36,7 +36,7 @@ use tollgate_ingest::Ingest;
 use tollgate_store::DynamoDbStore;
 use tollgate_wasm_host::{Clock, HostEnv, HttpCallResult, ManualClock, PluginConfig, Vm};
 
-use super::calls::Recorder;
+use super::calls::{Recorder, number_size};
 use super::cost_model::{
     self, Calibration, Deployment, PRICES_AS_OF, Prices, Scenario, dollars, per_million, ratio,
 };
@@ -393,13 +393,6 @@ fn value_size(value: &AttributeValue) -> usize {
         }
         _ => 0,
     }
-}
-
-fn number_size(n: &str) -> usize {
-    let mantissa = n.split(['e', 'E']).next().unwrap_or_default();
-    let digits: String = mantissa.chars().filter(char::is_ascii_digit).collect();
-    let significant = digits.trim_start_matches('0').trim_end_matches('0').len();
-    significant.div_ceil(2) + 1
 }
 
 /// Every item of `table` with its size.

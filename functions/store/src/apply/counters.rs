@@ -11,7 +11,7 @@ use tollgate_core::aggregate::AggregateState;
 use tollgate_core::message::Rejection;
 use tollgate_core::usage::{UsageKey, UsageRow};
 
-use super::MAX_ATTEMPTS;
+use super::{ApplyReport, MAX_ATTEMPTS};
 use crate::DynamoDbStore;
 use crate::codec::{self, StoredState};
 use crate::error::StoreError;
@@ -102,6 +102,48 @@ impl DynamoDbStore {
         })
     }
 
+    /// Commits `rows` together with `guard`, an action whose failed condition means the
+    /// rows were applied already (a content chunk's marker put, a journal chunk's
+    /// delete). True if this call applied them, false if someone had.
+    pub(super) async fn apply_guarded(
+        &self,
+        guard: &TransactWriteItem,
+        rows: &[UsageRow],
+        origin: &str,
+        now: DateTime<Utc>,
+        report: &mut ApplyReport,
+    ) -> Result<bool, StoreError> {
+        let mut refused = Refused::new();
+        let mut attempt = 0;
+        while attempt < MAX_ATTEMPTS {
+            let stored = self.read_versioned_states(rows).await?;
+            let mut actions = vec![guard.clone()];
+            actions.extend(self.row_actions(rows, &stored, &mut refused, origin, now)?);
+            report.transactions += 1;
+            let Err(cancelled) = self.transact_counters(actions).await else {
+                report.rows_refused += refused.len();
+                report.rows_written += rows.len() - refused.len();
+                report.items_written += rows.len() + 1;
+                return Ok(true);
+            };
+            if cancelled.condition_failed(0) {
+                return Ok(false);
+            }
+            match Self::rows_verdict(&cancelled, rows, 1, &mut refused) {
+                RowsVerdict::NewlyRefused => continue,
+                RowsVerdict::Changed => {}
+                RowsVerdict::Fine if cancelled.conflicted() => {}
+                RowsVerdict::Fine => return Err(cancelled.into_error()),
+            }
+            backoff(attempt).await;
+            attempt += 1;
+        }
+        Err(StoreError::Contended {
+            what: origin.to_owned(),
+            attempts: MAX_ATTEMPTS,
+        })
+    }
+
     /// One action per row, in row order: the counter update, or the refusal recorded in
     /// its place. `origin` names the claim the rows come from (it makes refusals unique).
     pub(super) fn row_actions(
@@ -173,7 +215,8 @@ impl DynamoDbStore {
         verdict
     }
 
-    /// Reads, consistently, the stored states of the non-additive rows.
+    /// Reads, consistently, the stored states of the non-additive rows (at most 99: one
+    /// transaction's worth, within `BatchGetItem`'s 100 keys).
     pub(super) async fn read_versioned_states(
         &self,
         rows: &[UsageRow],
@@ -204,10 +247,8 @@ impl DynamoDbStore {
                     attempts: MAX_ATTEMPTS,
                 });
             }
-            // BatchGetItem takes at most 100 keys a call.
-            let rest = pending.split_off(pending.len().min(100));
             let request = KeysAndAttributes::builder()
-                .set_keys(Some(std::mem::replace(&mut pending, rest)))
+                .set_keys(Some(std::mem::take(&mut pending)))
                 .consistent_read(true)
                 .build()
                 .map_err(|e| StoreError::InvalidBatch(format!("read request: {e}")))?;
@@ -228,10 +269,8 @@ impl DynamoDbStore {
                 found.insert(stored.key.clone(), stored);
             }
             if let Some(unprocessed) = output.unprocessed_keys().and_then(|u| u.get(&self.table)) {
-                pending.extend(unprocessed.keys().iter().cloned());
+                pending = unprocessed.keys().to_vec();
                 tokio::time::sleep(Duration::from_millis(20 << rounds.min(5))).await;
-            } else {
-                rounds = 0;
             }
         }
         Ok(found)

@@ -19,8 +19,7 @@ use tollgate_core::aggregate::AggregateState;
 use tollgate_core::ids::TenantId;
 use tollgate_core::usage::{UsageKey, UsageRow};
 
-use super::counters::{Refused, RowsVerdict, backoff};
-use super::{ApplyReport, MAX_ATTEMPTS, MAX_TRANSACTION_ITEMS};
+use super::{ApplyReport, MAX_TRANSACTION_ITEMS};
 use crate::DynamoDbStore;
 use crate::codec::{self, Item};
 use crate::error::StoreError;
@@ -164,36 +163,14 @@ impl DynamoDbStore {
         now: DateTime<Utc>,
         report: &mut ApplyReport,
     ) -> Result<(), StoreError> {
-        let mut refused = Refused::new();
-        for attempt in 0..MAX_ATTEMPTS {
-            let stored = self.read_versioned_states(&chunk.rows).await?;
-            let mut actions = vec![self.journal_delete(chunk)?];
-            actions.extend(self.row_actions(&chunk.rows, &stored, &mut refused, &chunk.sk, now)?);
-            report.transactions += 1;
-            let cancelled = match self.transact_counters(actions).await {
-                Ok(()) => {
-                    report.journal_chunks_applied += 1;
-                    report.rows_refused += refused.len();
-                    report.rows_written += chunk.rows.len() - refused.len();
-                    report.items_written += chunk.rows.len() + 1;
-                    return Ok(());
-                }
-                Err(cancelled) => cancelled,
-            };
-            if cancelled.condition_failed(0) {
-                return Ok(());
-            }
-            match Self::rows_verdict(&cancelled, &chunk.rows, 1, &mut refused) {
-                RowsVerdict::NewlyRefused => {}
-                RowsVerdict::Changed => backoff(attempt).await,
-                RowsVerdict::Fine if cancelled.conflicted() => backoff(attempt).await,
-                RowsVerdict::Fine => return Err(cancelled.into_error()),
-            }
+        let guard = self.journal_delete(chunk)?;
+        if self
+            .apply_guarded(&guard, &chunk.rows, &chunk.sk, now, report)
+            .await?
+        {
+            report.journal_chunks_applied += 1;
         }
-        Err(StoreError::Contended {
-            what: format!("journal chunk {}", chunk.sk),
-            attempts: MAX_ATTEMPTS,
-        })
+        Ok(())
     }
 
     /// Finishes journals claimed before `claimed_before` whose claimer did not apply them

@@ -475,37 +475,10 @@ impl DynamoDbStore {
         now: DateTime<Utc>,
         report: &mut ApplyReport,
     ) -> Result<bool, StoreError> {
-        let mut refused = Refused::new();
+        let guard = self.marker_put(batch_id, chunk.index, chunk.rows.len(), now)?;
         let origin = format!("{batch_id}#{}", chunk.index);
-        let mut attempt = 0;
-        while attempt < MAX_ATTEMPTS {
-            let stored = self.read_versioned_states(&chunk.rows).await?;
-            let mut actions =
-                vec![self.marker_put(batch_id, chunk.index, chunk.rows.len(), now)?];
-            actions.extend(self.row_actions(&chunk.rows, &stored, &mut refused, &origin, now)?);
-            report.transactions += 1;
-            let Err(cancelled) = self.transact_counters(actions).await else {
-                report.rows_refused += refused.len();
-                report.rows_written += chunk.rows.len() - refused.len();
-                report.items_written += chunk.rows.len() + 1;
-                return Ok(true);
-            };
-            if cancelled.condition_failed(0) {
-                return Ok(false);
-            }
-            match Self::rows_verdict(&cancelled, &chunk.rows, 1, &mut refused) {
-                RowsVerdict::NewlyRefused => continue,
-                RowsVerdict::Changed => {}
-                RowsVerdict::Fine if cancelled.conflicted() => {}
-                RowsVerdict::Fine => return Err(cancelled.into_error()),
-            }
-            backoff(attempt).await;
-            attempt += 1;
-        }
-        Err(StoreError::Contended {
-            what: format!("batch {batch_id} chunk {}", chunk.index),
-            attempts: MAX_ATTEMPTS,
-        })
+        self.apply_guarded(&guard, &chunk.rows, &origin, now, report)
+            .await
     }
 }
 
@@ -531,19 +504,20 @@ fn pack(mut members: Vec<Member<'_>>) -> Vec<Vec<Member<'_>>> {
     let mut claims: Vec<Vec<Member<'_>>> = Vec::new();
     let mut merged = Merged::default();
     for member in members {
-        let grown = match claims.last() {
-            Some(claim) => merged
-                .with(&member.rows)
-                .filter(|grown| claimable(claim.len() + 1, grown.keys(), grown.bytes)),
-            None => None,
-        };
-        merged = match grown {
-            Some(grown) => grown,
+        let growth = claims.last().and_then(|claim| {
+            merged
+                .growth(&member.rows)
+                .filter(|g| claimable(claim.len() + 1, g.keys, g.bytes))
+        });
+        let growth = match growth {
+            Some(growth) => growth,
             None => {
                 claims.push(Vec::new());
-                Merged::default().with(&member.rows).unwrap_or_default()
+                merged = Merged::default();
+                merged.growth(&member.rows).unwrap_or_default()
             }
         };
+        merged.grow(growth);
         if let Some(claim) = claims.last_mut() {
             claim.push(member);
         }
@@ -553,34 +527,50 @@ fn pack(mut members: Vec<Member<'_>>) -> Vec<Vec<Member<'_>>> {
 
 /// A claim's counters as they merge, with their journal bytes: what decides whether one
 /// more batch still fits.
-#[derive(Debug, Default, Clone)]
+#[derive(Debug, Default)]
 struct Merged {
     states: BTreeMap<UsageKey, (AggregateState, usize)>,
     bytes: usize,
 }
 
-impl Merged {
-    fn keys(&self) -> usize {
-        self.states.len()
-    }
+/// What merging one more batch into a claim would change.
+#[derive(Debug, Default)]
+struct Growth {
+    updates: Vec<(UsageKey, AggregateState, usize)>,
+    keys: usize,
+    bytes: usize,
+}
 
-    /// This claim with `rows` merged in; `None` if a counter would not merge (two
-    /// batches disagree on its aggregation: they go to different claims).
-    fn with(&self, rows: &[UsageRow]) -> Option<Merged> {
-        let mut next = self.clone();
+impl Merged {
+    /// The claim's counters and bytes with `rows` (one batch's, distinct keys) merged in;
+    /// `None` if a counter would not merge (two batches disagree on its aggregation: they
+    /// go to different claims).
+    fn growth(&self, rows: &[UsageRow]) -> Option<Growth> {
+        let mut growth = Growth {
+            updates: Vec::with_capacity(rows.len()),
+            keys: self.states.len(),
+            bytes: self.bytes,
+        };
         for row in rows {
-            let state = match next.states.get(&row.key) {
-                Some((state, _)) => state.clone().merged(&row.state).ok()?,
-                None => row.state.clone(),
+            let (state, old) = match self.states.get(&row.key) {
+                Some((state, len)) => (state.clone().merged(&row.state).ok()?, *len),
+                None => {
+                    growth.keys += 1;
+                    (row.state.clone(), 0)
+                }
             };
             let len = journal::encoded_len(&row.key, &state).ok()?;
-            let old = next
-                .states
-                .insert(row.key.clone(), (state, len))
-                .map_or(0, |(_, old)| old);
-            next.bytes = next.bytes + len - old;
+            growth.bytes = growth.bytes + len - old;
+            growth.updates.push((row.key.clone(), state, len));
         }
-        Some(next)
+        Some(growth)
+    }
+
+    fn grow(&mut self, growth: Growth) {
+        self.bytes = growth.bytes;
+        for (key, state, len) in growth.updates {
+            self.states.insert(key, (state, len));
+        }
     }
 }
 
