@@ -71,6 +71,7 @@ mod install;
 mod java;
 mod process;
 mod pypi;
+pub mod report;
 mod running;
 mod sqs;
 pub mod stripe;

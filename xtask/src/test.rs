@@ -9,6 +9,7 @@
 //! them). The first failure stops the run; DynamoDB Local is stopped either way, and a
 //! failed command's exit code becomes xtask's.
 
+use std::env;
 use std::path::Path;
 use std::process::Command;
 
@@ -111,6 +112,11 @@ fn run_checks(
         let mut command = cargo(root);
         command.env(DYNAMODB_ENDPOINT_ENV, &endpoints.dynamodb);
         command.env(SQS_ENDPOINT_ENV, &endpoints.sqs);
+        if env::var_os("CI").is_some() && env::var_os("CARGO_INCREMENTAL").is_none() {
+            // A clean CI build gains nothing from incremental state and it doubles
+            // `target/debug` (≈ 30 GB on a warm developer tree; a full disk failed CI once).
+            command.env("CARGO_INCREMENTAL", "0");
+        }
         command
     };
     if options.lint {
