@@ -4,6 +4,8 @@
 //!   Local, fmt, clippy, tests and doctests, with timings ([`test`]).
 //! - `cargo xtask demo [--no-wait]`: the local stack end to end, driven through the usage
 //!   API ([`demo`]).
+//! - `cargo xtask soak [suite…]`: the reliability suites at soak size, with their
+//!   figures ([`soak`]).
 //! - `cargo xtask dynamodb`: DynamoDB Local until Ctrl-C ([`dynamodb`]).
 //! - `cargo xtask admin-key --table <name>`: a deployment's first admin key ([`admin_key`]).
 
@@ -11,6 +13,7 @@ mod admin_key;
 mod bench;
 mod demo;
 mod dynamodb;
+mod soak;
 mod test;
 mod util;
 
@@ -45,6 +48,14 @@ commands:
         sizes    each Lambda's release binary: as built, stripped, zipped
         cost     AWS $ per 1M metered requests: 10 gateways' real filter → SQS →
                  ingest on DynamoDB Local, counted; the model, sweep, idle floor
+  soak [suite…] [--fuzz-inputs N] [--load-seconds S]
+        the reliability suites at soak size, with their figures: every parser fuzzed
+        (1,000,000 inputs each by default), the filter's .wasm in the host under fuzzed
+        requests, the pipeline through the local stack under injected faults, the
+        local gateway under minutes of load with limits changing; suites: fuzz,
+        filter-fuzz, faults, load. Prints a report table, writes
+        target/soak/report.json, fails on any panic, trap or difference from the
+        ground truth
   admin-key --table <name> [--label <text>] [--endpoint <url>]
         the first admin key of a deployment: written to the table (its SHA-256 digest)
         with the environment's AWS credentials and region, printed once on stdout
@@ -84,6 +95,7 @@ fn dispatch(args: &[String]) -> Result<()> {
         "test" => test::run(&test::Options::parse(rest)?),
         "demo" => demo::run(demo_options(rest)?),
         "bench" => bench::run(rest),
+        "soak" => soak::run(&soak::Options::parse(rest)?),
         "admin-key" => admin_key::run(&admin_key::Options::parse(rest)?),
         "dynamodb" => {
             no_arguments(command, rest)?;

@@ -242,7 +242,7 @@ fn package_selection(runner_args: &[String]) -> Vec<String> {
 
 /// Adds the rustup components and targets that are missing (checks first: offline-safe
 /// when everything is there).
-fn ensure_toolchain(root: &Path) -> Result<()> {
+pub(crate) fn ensure_toolchain(root: &Path) -> Result<()> {
     let rustup = || {
         let mut command = Command::new("rustup");
         command.current_dir(root);

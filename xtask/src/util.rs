@@ -157,6 +157,16 @@ fn without_colours(line: &str) -> String {
 
 /// Like [`run`], but reads `runner`'s test counts from the output while echoing it.
 pub fn run_tallied(command: &mut Command, runner: Runner, tally: &mut TestTally) -> Result<()> {
+    run_observed(command, runner, tally, |_| {})
+}
+
+/// Like [`run_tallied`], and also hands every stdout line to `observe`.
+pub fn run_observed(
+    command: &mut Command,
+    runner: Runner,
+    tally: &mut TestTally,
+    mut observe: impl FnMut(&str),
+) -> Result<()> {
     let shown = show(command);
     eprintln!("    $ {shown}");
     let mut child = command
@@ -177,6 +187,7 @@ pub fn run_tallied(command: &mut Command, runner: Runner, tally: &mut TestTally)
     for line in BufReader::new(stdout).lines().map_while(Result::ok) {
         println!("{line}");
         tally.absorb_line(runner, &line);
+        observe(&line);
     }
     if let Ok(from_stderr) = echo_err.join() {
         tally.passed += from_stderr.passed;
@@ -242,6 +253,26 @@ fn show(command: &Command) -> String {
         .map(OsStr::to_string_lossy)
         .collect::<Vec<_>>()
         .join(" ")
+}
+
+/// `1234567.5` → `1,234,567.5`.
+pub fn grouped(number: &str) -> String {
+    let (sign, rest) = number
+        .strip_prefix('-')
+        .map_or(("", number), |rest| ("-", rest));
+    let (whole, fraction) = rest.split_once('.').map_or((rest, ""), |(w, f)| (w, f));
+    let mut out = String::new();
+    for (i, digit) in whole.chars().enumerate() {
+        if i > 0 && (whole.len() - i) % 3 == 0 {
+            out.push(',');
+        }
+        out.push(digit);
+    }
+    if fraction.is_empty() {
+        format!("{sign}{out}")
+    } else {
+        format!("{sign}{out}.{fraction}")
+    }
 }
 
 /// Named steps with timings, summarised at the end.

@@ -608,7 +608,7 @@ fn print_sent(tenant: &Tenant, stream: &Stream, sent: &Sent) {
         .collect();
     let mut made_of = vec![format!(
         "{} distinct",
-        grouped(&stream.distinct.to_string())
+        util::grouped(&stream.distinct.to_string())
     )];
     if stream.late > 0 {
         made_of.push(format!("{} of them 2 days late", stream.late));
@@ -620,10 +620,10 @@ fn print_sent(tenant: &Tenant, stream: &Stream, sent: &Sent) {
     println!(
         "    {:<7} sent {} events in {} requests ({}) → accepted {}, rejected {}{}",
         tenant.spec.id,
-        grouped(&stream.events.len().to_string()),
+        util::grouped(&stream.events.len().to_string()),
         sent.requests,
         made_of.join(", "),
-        grouped(&sent.accepted.to_string()),
+        util::grouped(&sent.accepted.to_string()),
         rejected,
         if codes.is_empty() {
             String::new()
@@ -788,10 +788,10 @@ fn check_counted_once(usage: &Value, sent: &Sent) -> Result<()> {
         .context("GET /v1/usage lists no api_requests quantity for acme")?;
     println!(
         "    acme api_requests: distinct sent {} vs counted by the API {} ({} events accepted, {} of them distinct)",
-        grouped(&expected.to_string()),
-        grouped(&served.normalize().to_string()),
-        grouped(&sent.accepted.to_string()),
-        grouped(&sent.counted.len().to_string()),
+        util::grouped(&expected.to_string()),
+        util::grouped(&served.normalize().to_string()),
+        util::grouped(&sent.accepted.to_string()),
+        util::grouped(&sent.counted.len().to_string()),
     );
     ensure!(
         served == Decimal::from(expected),
@@ -854,7 +854,7 @@ fn print_where_to_look(
         stack.stripe.url(),
         SCHEDULE_EVERY.as_secs(),
         summary.stripe_requests,
-        grouped(&summary.stripe_units.to_string()),
+        util::grouped(&summary.stripe_units.to_string()),
         stack.stripe.accepted().len()
     );
     println!("    curl {}", api.url("/v1/openapi.json"));
@@ -989,28 +989,8 @@ fn decimal(value: &Value) -> Option<Decimal> {
 fn shown(value: &Value) -> String {
     decimal(value).map_or_else(
         || text_of(value),
-        |d| grouped(&d.round_dp(3).normalize().to_string()),
+        |d| util::grouped(&d.round_dp(3).normalize().to_string()),
     )
-}
-
-/// `1234567.5` → `1,234,567.5`.
-fn grouped(number: &str) -> String {
-    let (sign, rest) = number
-        .strip_prefix('-')
-        .map_or(("", number), |rest| ("-", rest));
-    let (whole, fraction) = rest.split_once('.').map_or((rest, ""), |(w, f)| (w, f));
-    let mut out = String::new();
-    for (i, digit) in whole.chars().enumerate() {
-        if i > 0 && (whole.len() - i) % 3 == 0 {
-            out.push(',');
-        }
-        out.push(digit);
-    }
-    if fraction.is_empty() {
-        format!("{sign}{out}")
-    } else {
-        format!("{sign}{out}.{fraction}")
-    }
 }
 
 fn seconds(elapsed: Duration) -> String {

@@ -18,7 +18,8 @@ use super::gateway::{
     DemoGateway, EDGE_REQUESTS, Load, edge_requests_metered, print_gateway_metrics,
     wait_for_edge_usage,
 };
-use super::{Api, Tenant, grouped, seconds};
+use super::{Api, Tenant, seconds};
+use crate::util::grouped;
 
 /// After the budget block: acme's requests meet 402, the others go on under their plans.
 const LAST_ROUND: [Load; 3] = [
