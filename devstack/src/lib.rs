@@ -63,6 +63,7 @@
 //! ```
 
 mod cache;
+mod cargo_deny;
 mod cfn_lint;
 mod dynamodb;
 pub mod faults;
@@ -79,6 +80,7 @@ mod testing;
 pub mod webhook;
 
 pub use cache::{CACHE_DIR_ENV, cache_dir};
+pub use cargo_deny::{Advisories, CARGO_DENY_VERSION, CargoDeny, DenyReport, OFFLINE_CHECKS};
 pub use cfn_lint::{CFN_LINT_PYPI_VERSION, CfnLint};
 pub use dynamodb::{DYNAMODB_LOCAL_NPM_PACKAGE, DYNAMODB_LOCAL_NPM_VERSION, DynamoDbLocal};
 pub use install::InstallOutcome;

@@ -585,6 +585,124 @@ mod tests {
     }
 
     #[test]
+    fn a_captured_request_replayed_after_the_window_is_refused_and_cannot_be_restamped() {
+        let secret = secret(7);
+        let body = br#"{"type":"budget.threshold_crossed"}"#;
+        let captured = sign(&secret, at(T0), body);
+        // Within the window the genuine request verifies (the receiver dedupes by id) ...
+        assert_eq!(
+            verify(&secret, &captured, body, at(T0 + 299), DEFAULT_TOLERANCE),
+            Ok(())
+        );
+        // ... past it, the same bytes are refused for their age, before any MAC work.
+        let later = at(T0 + 3600);
+        assert_eq!(
+            verify(&secret, &captured, body, later, DEFAULT_TOLERANCE),
+            Err(SignatureError::TimestampOutsideTolerance {
+                skew_seconds: 3600,
+                tolerance_seconds: 300
+            })
+        );
+        // Swapping in a fresh `t` (or a zero-padded spelling of the old one) breaks the MAC.
+        let (_, v1) = captured.split_once(',').unwrap();
+        for restamped in [format!("t={},{v1}", T0 + 3600), format!("t=0{T0},{v1}")] {
+            let now = if restamped.starts_with("t=0") {
+                at(T0)
+            } else {
+                later
+            };
+            assert_eq!(
+                verify(&secret, &restamped, body, now, DEFAULT_TOLERANCE),
+                Err(SignatureError::NoMatchingSignature),
+                "{restamped}"
+            );
+        }
+    }
+
+    #[test]
+    fn timestamps_far_in_the_future_or_past_are_refused_without_overflow() {
+        let secret = secret(1);
+        for t in [0, 1, T0 + 301, T0 + 86_400 * 365, i64::MAX] {
+            let header = format!("t={t},v1={}", "00".repeat(32));
+            assert!(
+                matches!(
+                    verify(&secret, &header, b"x", at(T0), DEFAULT_TOLERANCE),
+                    Err(SignatureError::TimestampOutsideTolerance { .. })
+                ),
+                "t={t}"
+            );
+        }
+        // A signer whose clock runs ahead by more than the tolerance is refused too.
+        let ahead = sign(&secret, at(T0 + 301), b"x");
+        assert!(matches!(
+            verify(&secret, &ahead, b"x", at(T0), DEFAULT_TOLERANCE),
+            Err(SignatureError::TimestampOutsideTolerance {
+                skew_seconds: 301,
+                ..
+            })
+        ));
+    }
+
+    #[test]
+    fn a_tampered_body_is_refused_however_it_was_changed() {
+        let secret = secret(3);
+        let body = br#"{"alert":{"spent":"80.00"}}"#;
+        let header = sign(&secret, at(T0), body);
+        let tampered: [&[u8]; 5] = [
+            br#"{"alert":{"spent":"8.00"}}"#,
+            br#"{"alert":{"spent":"80.00"}} "#,
+            br#"{"alert": {"spent":"80.00"}}"#,
+            &body[..body.len() - 1],
+            b"",
+        ];
+        for candidate in tampered {
+            assert_eq!(
+                verify(&secret, &header, candidate, at(T0), DEFAULT_TOLERANCE),
+                Err(SignatureError::NoMatchingSignature),
+                "{}",
+                String::from_utf8_lossy(candidate)
+            );
+        }
+    }
+
+    #[test]
+    fn during_rotation_one_matching_v1_among_several_is_enough_in_any_order() {
+        let (old, new) = (secret(1), secret(2));
+        let body = b"rotating";
+        let t = at(T0);
+        let old_only = sign(&old, t, body);
+        let new_only = sign(&new, t, body);
+        let (_, old_v1) = old_only.split_once(',').unwrap();
+        let (_, new_v1) = new_only.split_once(',').unwrap();
+        let forged = format!("v1={}", "ab".repeat(32));
+        // New first, old first, and with a forged entry in between: a receiver holding
+        // either secret accepts; one holding neither does not.
+        for header in [
+            format!("t={T0},{new_v1},{old_v1}"),
+            format!("t={T0},{old_v1},{forged},{new_v1}"),
+            sign_rotating(&[&new, &old], t, body),
+        ] {
+            for secret in [&old, &new] {
+                assert_eq!(
+                    verify(secret, &header, body, t, DEFAULT_TOLERANCE),
+                    Ok(()),
+                    "{header}"
+                );
+            }
+            assert_eq!(
+                verify(&secret(9), &header, body, t, DEFAULT_TOLERANCE),
+                Err(SignatureError::NoMatchingSignature)
+            );
+        }
+        // A forged entry next to the old secret's does not let the new secret's holder in.
+        let only_old = format!("t={T0},{forged},{old_v1}");
+        assert_eq!(
+            verify(&new, &only_old, body, t, DEFAULT_TOLERANCE),
+            Err(SignatureError::NoMatchingSignature)
+        );
+    }
+
+    #[test]
     fn whitespace_and_unknown_keys_are_accepted_but_uppercase_hex_is_not() {
         let secret = secret(5);
         let header = sign(&secret, at(T0), b"b");

@@ -14,10 +14,8 @@ use tollgate_store::DynamoDbStore;
 #[tokio::main]
 async fn main() -> Result<(), lambda_runtime::Error> {
     tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
-        )
+        // RUST_LOG, with the targets that print payloads (keys, secrets) held back.
+        .with_env_filter(tollgate_store::logging::env_filter())
         .without_time()
         .json()
         .init();

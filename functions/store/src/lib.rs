@@ -24,6 +24,7 @@ pub mod billing;
 mod codec;
 pub mod directory;
 pub mod error;
+pub mod logging;
 pub mod plans;
 pub mod rejections;
 pub mod rollups;

@@ -129,6 +129,7 @@ pub async fn authenticate<S: ApiKeys>(
 mod tests {
     use super::*;
     use lambda_http::http::HeaderValue;
+    use tollgate_core::tenant::ApiKeyRecord;
 
     fn headers(pairs: &[(&'static str, &'static str)]) -> HeaderMap {
         let mut map = HeaderMap::new();
@@ -168,6 +169,140 @@ mod tests {
         let a = ApiKeyHash::of("a");
         assert!(digests_match(&a, &ApiKeyHash::of("a")));
         assert!(!digests_match(&a, &ApiKeyHash::of("b")));
+    }
+
+    /// A digest differing from `a` in exactly the hex digit at `position`.
+    fn one_digit_off(a: &ApiKeyHash, position: usize) -> ApiKeyHash {
+        let mut hex = a.as_hex().as_bytes().to_vec();
+        hex[position] = if hex[position] == b'0' { b'1' } else { b'0' };
+        ApiKeyHash::from_hex(std::str::from_utf8(&hex).unwrap()).unwrap()
+    }
+
+    #[test]
+    fn digests_differing_in_any_single_digit_do_not_match() {
+        let a = ApiKeyHash::of("tg_some_key");
+        for position in 0..64 {
+            let b = one_digit_off(&a, position);
+            assert!(!digests_match(&a, &b), "position {position}");
+            assert!(!digests_match(&b, &a), "position {position}");
+            assert!(digests_match(&b, &b.clone()));
+        }
+    }
+
+    /// The comparison must stay the constant-time fold, and `authenticate` must trust a
+    /// record only through it: no `==` between digests (which stops at the first
+    /// difference) on the way to a principal. Timing itself is not measured here.
+    #[test]
+    fn the_key_path_compares_digests_in_constant_time_only() {
+        let source = include_str!("auth.rs");
+        let body = |name: &str| {
+            let start = source.find(name).unwrap();
+            let end = start + source[start..].find("\n}\n").unwrap();
+            source[start..end].to_owned()
+        };
+        let compare = body("pub fn digests_match(");
+        assert!(
+            compare.contains("fold(0u8, |diff, (x, y)| diff | (x ^ y))"),
+            "{compare}"
+        );
+        assert!(!compare.contains("a == b"), "{compare}");
+        let authenticate = body("pub async fn authenticate<");
+        assert!(
+            authenticate.contains("digests_match(&record.hash, &digest)"),
+            "{authenticate}"
+        );
+        for forbidden in [
+            "hash ==",
+            "== digest",
+            "hash !=",
+            "!= digest",
+            "as_hex() ==",
+        ] {
+            assert!(
+                !authenticate.contains(forbidden),
+                "{forbidden} in {authenticate}"
+            );
+        }
+    }
+
+    /// A store holding one key, counting lookups.
+    struct OneKey {
+        record: ApiKeyRecord,
+        lookups: std::sync::atomic::AtomicUsize,
+    }
+
+    impl ApiKeys for OneKey {
+        async fn api_key(
+            &self,
+            hash: &ApiKeyHash,
+        ) -> Result<Option<ApiKeyRecord>, tollgate_store::StoreError> {
+            self.lookups
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            Ok((*hash == self.record.hash).then(|| self.record.clone()))
+        }
+
+        async fn create_api_key(&self, _: &ApiKeyRecord) -> Result<(), tollgate_store::StoreError> {
+            Ok(())
+        }
+
+        async fn revoke_api_key(
+            &self,
+            _: &ApiKeyHash,
+            _: chrono::DateTime<chrono::Utc>,
+        ) -> Result<ApiKeyRecord, tollgate_store::StoreError> {
+            Ok(self.record.clone())
+        }
+
+        async fn tenant_api_keys(
+            &self,
+            _: &TenantId,
+        ) -> Result<Vec<ApiKeyRecord>, tollgate_store::StoreError> {
+            Ok(vec![self.record.clone()])
+        }
+    }
+
+    fn bearer(key: &str) -> HeaderMap {
+        let mut map = HeaderMap::new();
+        map.insert(
+            AUTHORIZATION,
+            HeaderValue::from_str(&format!("Bearer {key}")).unwrap(),
+        );
+        map
+    }
+
+    #[tokio::test]
+    async fn oversized_keys_are_refused_without_a_lookup_and_the_limit_itself_is_looked_up() {
+        let at_limit = format!("tg_{}", "k".repeat(MAX_KEY_LEN - 3));
+        let store = OneKey {
+            record: ApiKeyRecord {
+                hash: ApiKeyHash::of(&at_limit),
+                role: ApiKeyRole::Tenant,
+                tenant: Some(TenantId::new("acme").unwrap()),
+                label: String::new(),
+                created_at: chrono::DateTime::UNIX_EPOCH,
+                revoked_at: None,
+            },
+            lookups: std::sync::atomic::AtomicUsize::new(0),
+        };
+        let lookups = || store.lookups.load(std::sync::atomic::Ordering::Relaxed);
+        assert_eq!(
+            authenticate(&store, &bearer(&at_limit)).await.unwrap(),
+            Principal::Tenant {
+                tenant: TenantId::new("acme").unwrap()
+            }
+        );
+        assert_eq!(lookups(), 1);
+        for oversized in [format!("{at_limit}k"), "k".repeat(64 * 1024)] {
+            let error = authenticate(&store, &bearer(&oversized)).await.unwrap_err();
+            assert_eq!(error.code(), "unauthorized");
+        }
+        let mut x_api_key = HeaderMap::new();
+        x_api_key.insert(
+            "x-api-key",
+            HeaderValue::from_str(&"k".repeat(MAX_KEY_LEN + 1)).unwrap(),
+        );
+        assert!(authenticate(&store, &x_api_key).await.is_err());
+        assert_eq!(lookups(), 1, "no lookup for an oversized key");
     }
 
     #[test]

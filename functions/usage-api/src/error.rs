@@ -36,6 +36,10 @@ pub enum ApiError {
     },
     #[error("the request body is larger than {limit} bytes")]
     PayloadTooLarge { limit: usize },
+    /// The path or the query string is longer than the API reads (see
+    /// `http::MAX_PATH_BYTES` and `http::MAX_QUERY_BYTES`).
+    #[error("the {part} is longer than {limit} bytes")]
+    UriTooLong { part: &'static str, limit: usize },
     /// The request is malformed: `code` names the rule, `message` explains it.
     #[error("{message}")]
     BadRequest { code: &'static str, message: String },
@@ -79,6 +83,7 @@ impl ApiError {
             }
             ApiError::MethodNotAllowed { .. } => StatusCode::METHOD_NOT_ALLOWED,
             ApiError::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+            ApiError::UriTooLong { .. } => StatusCode::URI_TOO_LONG,
             ApiError::BadRequest { .. } => StatusCode::BAD_REQUEST,
             ApiError::Conflict { .. } => StatusCode::CONFLICT,
             ApiError::QueueUnavailable => StatusCode::SERVICE_UNAVAILABLE,
@@ -95,6 +100,7 @@ impl ApiError {
             ApiError::NoRoute { .. } => "no_such_route",
             ApiError::MethodNotAllowed { .. } => "method_not_allowed",
             ApiError::PayloadTooLarge { .. } => "payload_too_large",
+            ApiError::UriTooLong { .. } => "uri_too_long",
             ApiError::BadRequest { code, .. }
             | ApiError::Conflict { code, .. }
             | ApiError::Absent { code, .. } => code,

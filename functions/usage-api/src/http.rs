@@ -14,20 +14,40 @@ use crate::error::ApiError;
 /// The largest accepted request body.
 pub const MAX_BODY_BYTES: usize = 1024 * 1024;
 
+/// The longest query string read: every legitimate one is far shorter (ids are at most
+/// 64 characters, cursors about 200), and a bound keeps parsing and the parameter names
+/// echoed in 400 messages small. Longer is a 414 (`uri_too_long`), after the key check.
+pub const MAX_QUERY_BYTES: usize = 4096;
+
+/// The longest path read, for the same reason: the longest route with its parameters is
+/// under 100 bytes, and path parameters are echoed in 400 and 404 messages.
+pub const MAX_PATH_BYTES: usize = 1024;
+
 /// The query parameters of a request, decoded (WHATWG `application/x-www-form-urlencoded`).
 #[derive(Debug)]
 pub struct Query(QueryMap);
 
 impl Query {
-    /// Reads the query string of the request URI and refuses parameters other than
-    /// `allowed`, and parameters given twice.
+    /// Reads the query string of the request URI and refuses one longer than
+    /// [`MAX_QUERY_BYTES`], parameters other than `allowed`, and parameters given twice.
+    ///
+    /// Every handler reads its query first, before its path parameters, so this is also
+    /// where a path longer than [`MAX_PATH_BYTES`] is refused.
     pub fn of(request: &Request, allowed: &[&str]) -> Result<Query, ApiError> {
-        let map: QueryMap = request
-            .uri()
-            .query()
-            .unwrap_or_default()
-            .parse()
-            .unwrap_or_default();
+        if request.uri().path().len() > MAX_PATH_BYTES {
+            return Err(ApiError::UriTooLong {
+                part: "path",
+                limit: MAX_PATH_BYTES,
+            });
+        }
+        let raw = request.uri().query().unwrap_or_default();
+        if raw.len() > MAX_QUERY_BYTES {
+            return Err(ApiError::UriTooLong {
+                part: "query string",
+                limit: MAX_QUERY_BYTES,
+            });
+        }
+        let map: QueryMap = raw.parse().unwrap_or_default();
         for (name, _) in map.iter() {
             if !allowed.contains(&name) {
                 let expected = if allowed.is_empty() {

@@ -15,7 +15,9 @@
 //!   snapshot read right after a write (a budget block, a suspension) must show it.
 //! - `AWS_ENDPOINT_URL_DYNAMODB` / `AWS_ENDPOINT_URL_SQS` (optional) point the SDK at
 //!   local emulators; `aws-config` reads them itself.
-//! - `RUST_LOG` (optional) sets the log filter; `info` by default.
+//! - `RUST_LOG` (optional) sets the log filter; `info` by default. Targets that print
+//!   request payloads (keys, secrets) are held back whatever it says
+//!   (`tollgate_store::logging`).
 
 use std::path::PathBuf;
 use std::time::Duration;
@@ -94,10 +96,8 @@ impl Config {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
-        )
+        // RUST_LOG, with the targets that print payloads (keys, secrets) held back.
+        .with_env_filter(tollgate_store::logging::env_filter())
         .with_ansi(false)
         .without_time()
         .init();
