@@ -3,7 +3,9 @@
 //! Steps: toolchain (clippy, rustfmt, wasm32-wasip1) → DynamoDB Local (its endpoint goes
 //! to every later command as `TOLLGATE_DYNAMODB_ENDPOINT`) → `cfn-lint
 //! infra/template.yaml` (pinned, installed into the cache on first use) → `cargo fmt
-//! --check` → `cargo clippy -D warnings` → the proxy-wasm filters for wasm32-wasip1
+//! --check` → `cargo clippy -D warnings` → `cargo deny check` (bans, licenses, sources;
+//! advisories when its database can be fetched; installed into the cache on first use) →
+//! the proxy-wasm filters for wasm32-wasip1
 //! (release; the wasm host's tests load them) → tests (`cargo nextest run` when
 //! available, else `cargo test`) → doctests (`cargo test --doc`; nextest does not run
 //! them). The first failure stops the run; DynamoDB Local is stopped either way, and a
@@ -15,7 +17,8 @@ use std::process::Command;
 
 use anyhow::{Result, bail};
 use tollgate_devstack::{
-    CfnLint, DYNAMODB_ENDPOINT_ENV, DynamoDbLocal, SQS_ENDPOINT_ENV, SqsServer,
+    Advisories, CargoDeny, CfnLint, DYNAMODB_ENDPOINT_ENV, DynamoDbLocal, SQS_ENDPOINT_ENV,
+    SqsServer,
 };
 
 use crate::util::{self, Runner, Steps, TestTally, cargo};
@@ -135,10 +138,22 @@ fn run_checks(
                 "warnings",
             ]))
         })?;
+        steps.run("cargo deny: bans, licenses, sources, advisories", || {
+            let report = CargoDeny::ensure()?.check(root)?;
+            eprintln!("    passed: {}", report.passed.join(", "));
+            if let Advisories::Skipped { reason } = report.advisories {
+                eprintln!("    advisories not checked: {reason}");
+            }
+            Ok(())
+        })?;
     } else {
         steps.skip("cfn-lint infra/template.yaml", "--no-lint");
         steps.skip("cargo fmt --check", "--no-lint");
         steps.skip("cargo clippy", "--no-lint");
+        steps.skip(
+            "cargo deny: bans, licenses, sources, advisories",
+            "--no-lint",
+        );
     }
 
     steps.run("wasm filters (wasm32-wasip1, release)", || {
