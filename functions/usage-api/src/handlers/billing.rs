@@ -77,7 +77,7 @@ pub async fn invoice_preview<S: UsageApiStore, Q: EventQueue>(
 /// The body of `POST /v1/estimate`.
 #[derive(Debug, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
-struct EstimateRequest {
+pub struct EstimateRequest {
     /// Quantity per meter, as decimal strings (JSON numbers are accepted too).
     usage: BTreeMap<String, Value>,
     /// The month whose plan prices the estimate; the current month by default.

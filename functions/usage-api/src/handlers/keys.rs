@@ -37,7 +37,7 @@ pub fn generate_secret() -> Result<String, getrandom::Error> {
 
 #[derive(Debug, Default, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
-struct NewKey {
+pub struct NewKey {
     #[serde(default)]
     label: String,
 }

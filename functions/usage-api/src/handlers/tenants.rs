@@ -43,7 +43,7 @@ pub async fn list<S: UsageApiStore, Q: EventQueue>(
 /// The body of `POST /v1/admin/tenants`.
 #[derive(Debug, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
-struct NewTenant {
+pub struct NewTenant {
     tenant: TenantId,
     display_name: String,
     plan: PlanName,
@@ -101,7 +101,7 @@ pub async fn get<S: UsageApiStore, Q: EventQueue>(
 /// profile read with GET can be sent back as is.
 #[derive(Debug, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
-struct TenantUpdate {
+pub struct TenantUpdate {
     #[serde(default)]
     tenant: Option<TenantId>,
     display_name: String,

@@ -133,14 +133,16 @@ pub fn max_windows(granularity: Granularity) -> usize {
 
 /// A validated history request.
 #[derive(Debug)]
-struct Range {
+pub struct Range {
     granularity: Granularity,
     from: DateTime<Utc>,
     to: DateTime<Utc>,
     meter: Option<MeterName>,
 }
 
-fn range(query: &Query, now: DateTime<Utc>) -> Result<Range, ApiError> {
+/// The history routes' query (`granularity`, `from`, `to`, `meter`), validated: public
+/// so the parser fuzz target reaches it without a store.
+pub fn range(query: &Query, now: DateTime<Utc>) -> Result<Range, ApiError> {
     let granularity = match query.get("granularity").unwrap_or("day") {
         "hour" => Granularity::Hour,
         "day" => Granularity::Day,

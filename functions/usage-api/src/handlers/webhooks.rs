@@ -36,7 +36,7 @@ struct RandomnessUnavailable(getrandom::Error);
 /// The body of `PUT`. `WebhookSecret`'s `Debug` is redacted, so this may derive it.
 #[derive(Debug, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
-struct WebhookRequest {
+pub struct WebhookRequest {
     url: String,
     /// The admin's own secret; one is generated when absent.
     #[serde(default)]
