@@ -4,9 +4,8 @@
 //! mutated plugin configurations. Nothing may trap: every request ends forwarded or with
 //! one of the filter's own replies, and every configuration starts or is rejected.
 //!
-//! The test suite runs a few thousand inputs; the full run is
-//! `TOLLGATE_FUZZ_INPUTS=1000000 cargo nextest run -p tollgate-e2e-tests --test edge_filter_fuzz`
-//! (after `cargo build --release --target wasm32-wasip1 -p tollgate-edge-filter`).
+//! The test suite runs a few thousand inputs; `cargo xtask soak filter-fuzz` runs
+//! 1,000,000 requests (and a fiftieth of that in configurations, each a VM start).
 
 use std::sync::Arc;
 use std::time::{Duration, UNIX_EPOCH};
@@ -19,11 +18,9 @@ use tollgate_wasm_host::{
 
 const DEFAULT_INPUTS: u64 = 4_000;
 
+/// `$TOLLGATE_FUZZ_INPUTS` (`cargo xtask soak` sets 1,000,000), else [`DEFAULT_INPUTS`].
 fn inputs() -> u64 {
-    std::env::var("TOLLGATE_FUZZ_INPUTS")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(DEFAULT_INPUTS)
+    tollgate_devstack::report::fuzz_inputs(DEFAULT_INPUTS)
 }
 
 /// xorshift64*: deterministic, so a failure reproduces from its seed.
@@ -202,11 +199,22 @@ fn fuzzed_requests_and_call_answers_never_trap_the_filter() {
         if rng.below(4) == 0 {
             headers.push(("x-api-key".to_owned(), rng.pick(&KEYS).to_owned()));
         }
+        if rng.below(4) == 0 {
+            // JWT-looking garbage, for a filter configured to read a claim.
+            let token = format!("{}.{}.{}", rng.text(40), rng.text(200), rng.text(40));
+            headers.push(("authorization".to_owned(), format!("Bearer {token}")));
+        }
         for _ in 0..rng.below(4) {
             let name: String = (0..1 + rng.below(20))
                 .map(|_| char::from(b'a' + rng.below(26) as u8))
                 .collect();
             headers.push((name, rng.text(200)));
+        }
+        if rng.below(16) == 0 {
+            // Odd names (upper case, spaces, controls, non-ASCII) and many headers.
+            for _ in 0..rng.below(200) {
+                headers.push((rng.text(24), rng.text(24)));
+            }
         }
         let worker = &mut workers[(i % 2) as usize];
         let mut stream = worker.new_stream().unwrap();
@@ -242,6 +250,12 @@ fn fuzzed_requests_and_call_answers_never_trap_the_filter() {
     }
     assert!(!singleton.is_failed() && workers.iter().all(|w| !w.is_failed()));
     eprintln!("{total} fuzzed requests; outcomes (0 = forwarded): {statuses:?}");
+    let forwarded = statuses.get(&0).copied().unwrap_or(0);
+    // A trap fails the test above, so reaching here means none.
+    tollgate_devstack::report::report(&serde_json::json!({
+        "kind": "fuzz", "target": "filter-requests-in-host", "inputs": total,
+        "accepted": forwarded, "rejected": total - forwarded, "panics": 0, "traps": 0,
+    }));
     assert!(
         statuses.get(&0).copied().unwrap_or(0) > 0,
         "some requests were forwarded"
@@ -292,5 +306,9 @@ fn fuzzed_plugin_configurations_start_or_are_rejected_never_trap() {
         }
     }
     eprintln!("{total} fuzzed configurations: {started} started, {rejected} rejected");
+    tollgate_devstack::report::report(&serde_json::json!({
+        "kind": "fuzz", "target": "filter-config-in-host", "inputs": total,
+        "accepted": started, "rejected": rejected, "panics": 0, "traps": 0,
+    }));
     assert_eq!(started + rejected, total);
 }
