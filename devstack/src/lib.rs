@@ -66,6 +66,7 @@ mod cache;
 mod cargo_deny;
 mod cfn_lint;
 mod dynamodb;
+pub mod fault_proxy;
 pub mod faults;
 mod http;
 mod install;
