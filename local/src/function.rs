@@ -297,6 +297,8 @@ pub struct LocalFunction {
     permits: Semaphore,
     counters: Counters,
     next_instance: AtomicU64,
+    /// Process ids of the instances running an invocation right now.
+    running: Mutex<Vec<u32>>,
 }
 
 impl LocalFunction {
@@ -336,6 +338,7 @@ impl LocalFunction {
             idle: Mutex::new(Vec::new()),
             counters: Counters::default(),
             next_instance: AtomicU64::new(1),
+            running: Mutex::new(Vec::new()),
         };
         let first = function.cold_start().await?;
         function.check_in(first);
@@ -393,7 +396,10 @@ impl LocalFunction {
         };
         bump(&self.counters.invocations);
         let mut instance = self.check_out().await?;
+        let pid = instance.process.pid();
+        lock(&self.running).push(pid);
         let result = instance.invoke(&self.spec, event).await;
+        lock(&self.running).retain(|running| *running != pid);
         match &result {
             Ok(_) => bump(&self.counters.succeeded),
             Err(InvokeError::Function { .. }) => bump(&self.counters.function_errors),
@@ -410,6 +416,24 @@ impl LocalFunction {
             Err(_) => drop(instance),
         }
         result
+    }
+
+    /// Kills (SIGKILL) every instance running an invocation now, as a crash of its
+    /// execution environment would: each such invocation fails with
+    /// [`InvokeError::ProcessDied`] and the next one cold-starts. Fault-injection tests
+    /// call it to kill a function mid-batch. Returns how many were killed.
+    pub fn kill_running_instances(&self) -> usize {
+        let pids = lock(&self.running).clone();
+        pids.iter()
+            .filter(|pid| {
+                std::process::Command::new("kill")
+                    .args(["-KILL", &pid.to_string()])
+                    .stdout(std::process::Stdio::null())
+                    .stderr(std::process::Stdio::null())
+                    .status()
+                    .is_ok_and(|status| status.success())
+            })
+            .count()
     }
 
     /// A warm instance that is still alive, or a new one.

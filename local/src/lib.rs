@@ -78,5 +78,6 @@ pub use sqs_mapping::{
     SqsMapping, SqsMappingConfig,
 };
 pub use stack::{
-    FUNCTION_BINARIES, LOCAL_STRIPE_KEY, LocalStack, StackConfig, StackError, build_functions,
+    FUNCTION_BINARIES, LOCAL_STRIPE_KEY, LocalStack, StackConfig, StackError, StackFaults,
+    build_functions,
 };

@@ -14,6 +14,7 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use serde_json::{Value, json};
 use thiserror::Error;
+use tollgate_devstack::fault_proxy::FaultProxy;
 use tollgate_devstack::stripe::{StandInConfig, StripeStandIn};
 use tollgate_devstack::{DynamoDbLocal, RunningDynamoDbLocal, RunningSqsServer, SqsServer};
 use tollgate_store::DynamoDbStore;
@@ -87,6 +88,8 @@ pub struct StackConfig {
     pub late_horizon_hours: Option<u32>,
     /// `RUST_LOG` for the function processes (otherwise they inherit ours).
     pub function_log: Option<String>,
+    /// Put fault proxies between the functions and the emulators ([`StackFaults`]).
+    pub fault_proxies: bool,
 }
 
 impl StackConfig {
@@ -109,8 +112,22 @@ impl StackConfig {
             billing_sync_every: None,
             late_horizon_hours: None,
             function_log: None,
+            fault_proxies: false,
         }
     }
+}
+
+/// Fault proxies ([`FaultProxy`]) in front of the emulators, one per function that
+/// writes to DynamoDB so a test can cue faults (or a kill) in one function alone, and one
+/// in front of the SQS emulator for the event source mapping and the functions (the
+/// test's own [`LocalStack::sqs`] client goes direct). An SQS "restart" is an outage of
+/// [`StackFaults::sqs`]: see the proxy's module docs for why moto itself is not restarted.
+#[derive(Debug)]
+pub struct StackFaults {
+    pub ingest_dynamodb: FaultProxy,
+    pub rollup_dynamodb: FaultProxy,
+    pub billing_sync_dynamodb: FaultProxy,
+    pub sqs: FaultProxy,
 }
 
 /// A running local stack. Dropping it stops everything.
@@ -130,6 +147,8 @@ pub struct LocalStack {
     /// The Stripe that billing-sync reports to (`TOLLGATE_STRIPE_API_BASE`), with
     /// everything it was sent.
     pub stripe: StripeStandIn,
+    /// The fault proxies, when [`StackConfig::fault_proxies`] asked for them.
+    pub faults: Option<StackFaults>,
     url: FunctionUrl,
     mapping: Option<SqsMapping>,
     schedules: Vec<RunningSchedule>,
@@ -189,7 +208,35 @@ impl LocalStack {
             StripeStandIn::start(StandInConfig::new(LOCAL_STRIPE_KEY).requiring_identifier())
                 .await
                 .map_err(step("Stripe stand-in"))?;
-        let mut billing_env = env.clone();
+        let faults = if config.fault_proxies {
+            let proxy = |upstream: String| async move {
+                FaultProxy::start(&upstream)
+                    .await
+                    .map_err(step("fault proxies"))
+            };
+            Some(StackFaults {
+                ingest_dynamodb: proxy(dynamodb_endpoint.clone()).await?,
+                rollup_dynamodb: proxy(dynamodb_endpoint.clone()).await?,
+                billing_sync_dynamodb: proxy(dynamodb_endpoint.clone()).await?,
+                sqs: proxy(sqs_endpoint.clone()).await?,
+            })
+        } else {
+            None
+        };
+        // The environment of a function whose DynamoDB (and SQS) go through `proxy`.
+        let through = |env: &[(String, String)], proxy: Option<&FaultProxy>| {
+            let mut env = env.to_vec();
+            if let Some(proxy) = proxy {
+                env.retain(|(name, _)| name != "AWS_ENDPOINT_URL_DYNAMODB");
+                env.push(("AWS_ENDPOINT_URL_DYNAMODB".to_owned(), proxy.endpoint()));
+            }
+            if let Some(faults) = &faults {
+                env.retain(|(name, _)| name != "AWS_ENDPOINT_URL_SQS");
+                env.push(("AWS_ENDPOINT_URL_SQS".to_owned(), faults.sqs.endpoint()));
+            }
+            env
+        };
+        let mut billing_env = through(&env, faults.as_ref().map(|f| &f.billing_sync_dynamodb));
         billing_env.push((
             "TOLLGATE_STRIPE_SECRET_KEY".to_owned(),
             LOCAL_STRIPE_KEY.to_owned(),
@@ -211,14 +258,20 @@ impl LocalStack {
             }
         };
         let timeout = config.function_timeout;
-        let ingest = start("ingest", config.max_concurrency, env.clone(), timeout).await?;
-        let rollup = start("rollup", 1, env.clone(), timeout).await?;
+        let ingest_env = through(&env, faults.as_ref().map(|f| &f.ingest_dynamodb));
+        let rollup_env = through(&env, faults.as_ref().map(|f| &f.rollup_dynamodb));
+        let ingest = start("ingest", config.max_concurrency, ingest_env, timeout).await?;
+        let rollup = start("rollup", 1, rollup_env, timeout).await?;
         let usage_api = start("usage-api", 2, env.clone(), timeout).await?;
         // One instance each, so an explicit run waits for a scheduled one in progress.
         let budget = start("budget", 1, env, SCHEDULED_JOB_TIMEOUT).await?;
         let billing_sync = start("billing-sync", 1, billing_env, SCHEDULED_JOB_TIMEOUT).await?;
+        let mapping_sqs = match &faults {
+            Some(faults) => local_sqs_client(&faults.sqs.endpoint()),
+            None => sqs.clone(),
+        };
         let mapping = SqsMapping::start(
-            sqs.clone(),
+            mapping_sqs,
             Arc::clone(&ingest),
             SqsMappingConfig::new(queue_url.clone())
                 .with_batch_size(config.batch_size)
@@ -257,6 +310,7 @@ impl LocalStack {
             budget,
             billing_sync,
             stripe,
+            faults,
             url,
             mapping: Some(mapping),
             schedules,
