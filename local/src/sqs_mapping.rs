@@ -411,7 +411,17 @@ impl Poller {
             };
             let wait_seconds = wait.min(MAX_POLL_WAIT).as_secs();
             let want = (config.batch_size - batch.len()).min(10);
-            let received = self.receive(want, wait_seconds).await?;
+            let received = match self.receive(want, wait_seconds).await {
+                Ok(received) => received,
+                // Messages already in hand are invoked rather than left to time out
+                // (they are the function's now; the failed poll is retried after).
+                Err(err) if !batch.is_empty() => {
+                    add(&self.counters.receive_errors, 1);
+                    tracing::warn!(queue = %config.queue_url, error = %DisplayErrorContext(&err), "receiving from SQS failed mid-window; invoking with the messages gathered");
+                    return Ok(batch);
+                }
+                Err(err) => return Err(err),
+            };
             let got_some = !received.is_empty();
             add_deduplicated(&mut batch, received);
             if batch.is_empty() {
