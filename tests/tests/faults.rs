@@ -12,7 +12,8 @@
 //! recording a Stripe meter event as pending, and meets a storm of Stripe 429s and 500s
 //! (one of them after Stripe accepted the event), rerun until settled.
 //!
-//! Checked exactly: hourly, daily and monthly totals per tenant and meter; Stripe's
+//! Checked exactly: hourly, daily and monthly totals per tenant and meter; each month's
+//! invoice preview (the real usage API) against the plan priced by hand; Stripe's
 //! accepted units per customer and meter (the closed hours' usage, whole units; no
 //! identifier accepted twice); every malformed event rejected with a reason, once per
 //! delivered copy, and nothing valid rejected; the DLQ empty. The run prints one
@@ -29,7 +30,8 @@ use chrono::{DateTime, Duration as TimeDelta, Utc};
 use rust_decimal::Decimal;
 use serde_json::{Value, json};
 use tollgate_core::ids::{MeterName, PlanName, TenantId};
-use tollgate_core::tenant::{TenantProfile, TenantStatus};
+use tollgate_core::plan::PlanConfig;
+use tollgate_core::tenant::{ApiKeyHash, ApiKeyRecord, ApiKeyRole, TenantProfile, TenantStatus};
 use tollgate_core::usage::UsageRow;
 use tollgate_core::window::{Granularity, Window};
 use tollgate_devstack::fault_proxy::{Fault, FaultRule, RequestMatch};
@@ -38,6 +40,7 @@ use tollgate_devstack::stripe::Fault as StripeFault;
 use tollgate_local::{LocalStack, StackConfig, build_functions};
 
 const TENANTS: [&str; 3] = ["acme", "globex", "initech"];
+const ADMIN_KEY: &str = "tg_admin_faults_suite_key";
 const EVENTS_PER_MESSAGE: usize = 50;
 
 /// A small deterministic generator (xorshift64*).
@@ -259,6 +262,20 @@ fn totals(rows: &[UsageRow]) -> Totals {
     out
 }
 
+async fn http_get(url: &str, key: &str) -> (u16, Value) {
+    use http_body_util::{BodyExt, Empty};
+    let client = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+        .build_http::<Empty<hyper::body::Bytes>>();
+    let request = hyper::Request::get(url)
+        .header("authorization", format!("Bearer {key}"))
+        .body(Empty::new())
+        .unwrap();
+    let response = client.request(request).await.unwrap();
+    let status = response.status().as_u16();
+    let body = response.into_body().collect().await.unwrap().to_bytes();
+    (status, serde_json::from_slice(&body).unwrap_or(Value::Null))
+}
+
 /// Σ |a − b| over the union of keys: the difference from the ground truth.
 fn difference(served: &Totals, truth: &Totals) -> u64 {
     let keys: BTreeSet<_> = served.keys().chain(truth.keys()).collect();
@@ -323,6 +340,33 @@ async fn every_total_is_exact_under_duplicates_kills_throttling_outages_and_stri
             .await
             .unwrap();
     }
+
+    let plan: PlanConfig = serde_json::from_value(json!({
+        "name": "starter", "effectiveFrom": "2026-01-01T00:00:00Z", "currency": "USD",
+        "baseFee": "10",
+        "meters": [
+            {"meter": "requests", "included": "100", "price": {"type": "perUnit", "unitPrice": "0.003"}},
+            {"meter": "bytes_out", "price": {"type": "perUnit", "unitPrice": "0.00001"}}
+        ]
+    }))
+    .unwrap();
+    stack
+        .store
+        .create_plan_version(&plan.compile().unwrap())
+        .await
+        .unwrap();
+    stack
+        .store
+        .create_api_key(&ApiKeyRecord {
+            hash: ApiKeyHash::of(ADMIN_KEY),
+            role: ApiKeyRole::Admin,
+            tenant: None,
+            label: "faults".into(),
+            created_at: Utc::now(),
+            revoked_at: None,
+        })
+        .await
+        .unwrap();
 
     let now = Utc::now();
     let generated = generate(4_000 * scale as usize, now);
@@ -452,6 +496,29 @@ async fn every_total_is_exact_under_duplicates_kills_throttling_outages_and_stri
     assert_eq!(days, generated.truth.days, "daily totals");
     assert_eq!(months, generated.truth.months, "monthly totals");
 
+    // Invoices: the usage API's preview of each month against the plan priced by hand
+    // (base fee 10; requests over 100 at 0.003; bytes at 0.00001; each line rounded
+    // half-even to the cent).
+    let mut invoices_checked = 0;
+    for ((tenant, month), (requests, bytes)) in &generated.truth.months {
+        let cents = |d: Decimal| {
+            d.round_dp_with_strategy(2, rust_decimal::RoundingStrategy::MidpointNearestEven)
+        };
+        let expected = Decimal::from(10)
+            + cents(Decimal::from(requests.saturating_sub(100)) * Decimal::new(3, 3))
+            + cents(Decimal::from(*bytes) * Decimal::new(1, 5));
+        let url = format!(
+            "{}v1/invoice/preview?tenant={tenant}&month={month}",
+            stack.usage_api_url()
+        );
+        let (status, body) = http_get(&url, ADMIN_KEY).await;
+        assert_eq!(status, 200, "{body}");
+        let served: Decimal = body["total"].as_str().unwrap().parse().unwrap();
+        diff += u64::try_from((served - expected).abs() * Decimal::from(100)).unwrap_or(u64::MAX);
+        assert_eq!(served, expected, "invoice of {tenant} for {month}: {body}");
+        invoices_checked += 1;
+    }
+
     // Every malformed event is rejected with a reason, once per delivered copy.
     let rejected = stack.store.rejections(None, 100_000).await.unwrap();
     let expected: BTreeSet<String> = ids
@@ -571,6 +638,7 @@ async fn every_total_is_exact_under_duplicates_kills_throttling_outages_and_stri
             "stripe_500": stripe_500,
         },
         "rejected": rejected.len(),
+        "invoices_checked": invoices_checked,
         "billing_sync_runs": runs + 1,
         "difference_from_ground_truth": diff,
     }));
