@@ -21,6 +21,8 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // tests fail by panicking
 
+mod common;
+
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 use std::sync::Arc;
@@ -38,6 +40,8 @@ use tollgate_devstack::fault_proxy::{Fault, FaultRule, RequestMatch};
 use tollgate_devstack::report::{report, soak};
 use tollgate_devstack::stripe::Fault as StripeFault;
 use tollgate_local::{LocalStack, StackConfig, build_functions};
+
+use common::{http_get, queue_depth};
 
 const TENANTS: [&str; 3] = ["acme", "globex", "initech"];
 const ADMIN_KEY: &str = "tg_admin_faults_suite_key";
@@ -193,26 +197,6 @@ async fn deliver(stack: &LocalStack, messages: &[String], rng: &mut Rng) -> Vec<
     ids
 }
 
-async fn queue_depth(stack: &LocalStack, queue_url: &str) -> u64 {
-    let attributes = stack
-        .sqs
-        .get_queue_attributes()
-        .queue_url(queue_url)
-        .attribute_names(aws_sdk_sqs::types::QueueAttributeName::All)
-        .send()
-        .await
-        .unwrap();
-    let count = |name| {
-        attributes
-            .attributes()
-            .and_then(|a| a.get(&name))
-            .and_then(|v| v.parse::<u64>().ok())
-            .unwrap_or(0)
-    };
-    count(aws_sdk_sqs::types::QueueAttributeName::ApproximateNumberOfMessages)
-        + count(aws_sdk_sqs::types::QueueAttributeName::ApproximateNumberOfMessagesNotVisible)
-}
-
 async fn wait_until_drained(stack: &LocalStack, deadline: Duration) {
     let started = Instant::now();
     let mut quiet_polls = 0;
@@ -260,20 +244,6 @@ fn totals(rows: &[UsageRow]) -> Totals {
         }
     }
     out
-}
-
-async fn http_get(url: &str, key: &str) -> (u16, Value) {
-    use http_body_util::{BodyExt, Empty};
-    let client = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
-        .build_http::<Empty<hyper::body::Bytes>>();
-    let request = hyper::Request::get(url)
-        .header("authorization", format!("Bearer {key}"))
-        .body(Empty::new())
-        .unwrap();
-    let response = client.request(request).await.unwrap();
-    let status = response.status().as_u16();
-    let body = response.into_body().collect().await.unwrap().to_bytes();
-    (status, serde_json::from_slice(&body).unwrap_or(Value::Null))
 }
 
 /// Σ |a − b| over the union of keys: the difference from the ground truth.

@@ -11,13 +11,13 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // tests fail by panicking
 
+mod common;
+
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Duration as TimeDelta, Utc};
-use http_body_util::{BodyExt, Empty};
-use hyper::body::Bytes;
 use rust_decimal::Decimal;
 use serde_json::{Value, json};
 use tollgate_core::ids::{MeterName, PlanName, TenantId};
@@ -25,6 +25,8 @@ use tollgate_core::tenant::{ApiKeyHash, ApiKeyRecord, ApiKeyRole, TenantProfile,
 use tollgate_core::usage::UsageRow;
 use tollgate_core::window::Granularity;
 use tollgate_local::{LocalStack, StackConfig, build_functions};
+
+use common::{http_get, queue_depth};
 
 const EVENTS: u64 = 100_000;
 const TENANTS: [&str; 5] = ["acme", "globex", "initech", "umbrella", "hooli"];
@@ -242,23 +244,7 @@ async fn wait_until_drained(stack: &LocalStack, deadline: Duration) {
             stack.mapping_metrics()
         );
         tokio::time::sleep(Duration::from_secs(2)).await;
-        let attributes = stack
-            .sqs
-            .get_queue_attributes()
-            .queue_url(&stack.queue_url)
-            .attribute_names(aws_sdk_sqs::types::QueueAttributeName::All)
-            .send()
-            .await
-            .unwrap();
-        let count = |name| {
-            attributes
-                .attributes()
-                .and_then(|a| a.get(&name))
-                .and_then(|v| v.parse::<u64>().ok())
-                .unwrap_or(0)
-        };
-        let pending = count(aws_sdk_sqs::types::QueueAttributeName::ApproximateNumberOfMessages)
-            + count(aws_sdk_sqs::types::QueueAttributeName::ApproximateNumberOfMessagesNotVisible);
+        let pending = queue_depth(stack, &stack.queue_url).await;
         let metrics = stack.mapping_metrics();
         let in_hand = metrics.received - metrics.deleted - metrics.returned_for_retry;
         quiet_polls = if pending == 0 && in_hand == 0 {
@@ -300,19 +286,6 @@ fn subset(
         .filter(|((t, _), _)| t == tenant)
         .map(|(k, v)| (k.clone(), *v))
         .collect()
-}
-
-async fn http_get(url: &str, key: &str) -> (u16, Value) {
-    let client = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
-        .build_http::<Empty<Bytes>>();
-    let request = hyper::Request::get(url)
-        .header("authorization", format!("Bearer {key}"))
-        .body(Empty::new())
-        .unwrap();
-    let response = client.request(request).await.unwrap();
-    let status = response.status().as_u16();
-    let body = response.into_body().collect().await.unwrap().to_bytes();
-    (status, serde_json::from_slice(&body).unwrap_or(Value::Null))
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
