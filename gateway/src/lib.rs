@@ -44,5 +44,5 @@ pub use cluster::{Cluster, ClusterClient, SigV4};
 pub use error::GatewayError;
 pub use server::{
     FILTER_TIMEOUT, Gateway, GatewayConfig, MAX_REQUEST_BODY_BYTES, MAX_RESPONSE_BODY_BYTES,
-    ROOT_ID_FILTER, ROOT_ID_SERVICE, RunningGateway, UPSTREAM_TIMEOUT,
+    ROOT_ID_FILTER, ROOT_ID_SERVICE, RunningGateway, UPSTREAM_TIMEOUT, VmStats,
 };

@@ -21,7 +21,9 @@ use tollgate_wasm_host::{HostEnv, LocalReply, PluginConfig, SystemClock, Vm, Was
 
 use crate::cluster::{Cluster, ClusterClient};
 use crate::error::GatewayError;
-use crate::vm_thread::{self, CallContext, Headers, Job, RequestOutcome, ResponseOutcome};
+use crate::vm_thread::{
+    self, CallContext, Headers, Job, RequestOutcome, ResponseOutcome, VmStatsCell,
+};
 
 /// The largest request body the gateway buffers; larger ones get a 413.
 pub const MAX_REQUEST_BODY_BYTES: usize = 8 * 1024 * 1024;
@@ -161,14 +163,16 @@ impl Gateway {
             let (tx, rx) = mpsc::channel();
             let own = tx.clone();
             let calls = calls.clone();
+            let stats = VmStatsCell::of(&vm);
+            let thread_stats = Arc::clone(&stats);
             let join = std::thread::Builder::new()
                 .name(format!("vm {label}"))
-                .spawn(move || vm_thread::run(vm, rx, own, calls))
+                .spawn(move || vm_thread::run(vm, rx, own, calls, thread_stats))
                 .map_err(|source| GatewayError::Spawn {
                     what: "VM thread",
                     source,
                 })?;
-            running.vms.push(VmHandle { tx, join });
+            running.vms.push(VmHandle { tx, join, stats });
         }
 
         let shared = Arc::new(Shared {
@@ -218,6 +222,20 @@ fn validate(config: &GatewayConfig) -> Result<String, GatewayError> {
 struct VmHandle {
     tx: mpsc::Sender<Job>,
     join: JoinHandle<()>,
+    stats: Arc<VmStatsCell>,
+}
+
+/// One VM of a running gateway, as [`RunningGateway::vm_stats`] reports it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VmStats {
+    /// `"{vm_id}/{root_id}#{n}"`, as in the VM's log records.
+    pub label: String,
+    /// The guest's linear memory ([`Vm::memory_bytes`]): it only grows, so a long run
+    /// that keeps it flat has bounded memory in the filter.
+    pub memory_bytes: u64,
+    /// The VM trapped and is failed for good (its requests get 503, or pass through with
+    /// [`GatewayConfig::fail_open`]).
+    pub failed: bool,
 }
 
 /// A started [`Gateway`]. Stops (server, then every VM thread, each joined) on
@@ -252,6 +270,20 @@ impl RunningGateway {
     /// The "Envoy process": the plugin's metrics, logs and shared data.
     pub fn env(&self) -> &HostEnv {
         &self.env
+    }
+
+    /// Every VM, the singleton first, as its thread last saw it (at most one poll
+    /// interval, 20 ms, old): memory and whether it trapped. For load tests and
+    /// diagnostics; Envoy exposes neither per VM.
+    pub fn vm_stats(&self) -> Vec<VmStats> {
+        self.vms
+            .iter()
+            .map(|vm| VmStats {
+                label: vm.stats.label.clone(),
+                memory_bytes: vm.stats.memory_bytes(),
+                failed: vm.stats.failed(),
+            })
+            .collect()
     }
 
     /// Stops accepting, drops open connections, stops and joins every thread.

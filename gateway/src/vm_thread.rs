@@ -13,6 +13,7 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc::{Receiver, RecvTimeoutError, Sender};
 use std::time::{Duration, SystemTime};
 
@@ -74,6 +75,44 @@ pub(crate) enum ResponseOutcome {
     Failed,
 }
 
+/// What one VM looks like from outside its thread, for [`RunningGateway::vm_stats`]:
+/// refreshed by the thread after every job and poll (so at least every
+/// [`POLL_INTERVAL`]).
+///
+/// [`RunningGateway::vm_stats`]: crate::RunningGateway::vm_stats
+#[derive(Debug)]
+pub(crate) struct VmStatsCell {
+    pub label: String,
+    memory_bytes: AtomicU64,
+    failed: AtomicBool,
+}
+
+impl VmStatsCell {
+    pub(crate) fn of(vm: &Vm) -> Arc<VmStatsCell> {
+        let cell = Arc::new(VmStatsCell {
+            label: vm.label().to_owned(),
+            memory_bytes: AtomicU64::new(0),
+            failed: AtomicBool::new(false),
+        });
+        cell.update(vm);
+        cell
+    }
+
+    fn update(&self, vm: &Vm) {
+        let bytes = u64::try_from(vm.memory_bytes()).unwrap_or(u64::MAX);
+        self.memory_bytes.store(bytes, Ordering::Relaxed);
+        self.failed.store(vm.is_failed(), Ordering::Relaxed);
+    }
+
+    pub(crate) fn memory_bytes(&self) -> u64 {
+        self.memory_bytes.load(Ordering::Relaxed)
+    }
+
+    pub(crate) fn failed(&self) -> bool {
+        self.failed.load(Ordering::Relaxed)
+    }
+}
+
 /// What every VM thread shares: where the plugin's calls go.
 #[derive(Debug, Clone)]
 pub(crate) struct CallContext {
@@ -92,8 +131,14 @@ struct VmThread {
     failure_reported: bool,
 }
 
-/// Runs `vm` until [`Job::Stop`] (or every sender is gone).
-pub(crate) fn run(vm: Vm, jobs: Receiver<Job>, own: Sender<Job>, calls: CallContext) {
+/// Runs `vm` until [`Job::Stop`] (or every sender is gone), keeping `stats` current.
+pub(crate) fn run(
+    vm: Vm,
+    jobs: Receiver<Job>,
+    own: Sender<Job>,
+    calls: CallContext,
+    stats: Arc<VmStatsCell>,
+) {
     let mut thread = VmThread {
         label: vm.label().to_owned(),
         vm,
@@ -113,6 +158,7 @@ pub(crate) fn run(vm: Vm, jobs: Receiver<Job>, own: Sender<Job>, calls: CallCont
         thread.poll();
         thread.dispatch_calls();
         thread.sweep_paused();
+        stats.update(&thread.vm);
     }
     for (_, reply) in thread.paused.drain() {
         let _ = reply.send(RequestOutcome::Failed);

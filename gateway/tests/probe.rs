@@ -119,6 +119,18 @@ async fn a_trapped_vm_answers_503_with_json_from_then_on() {
     // The one worker VM stays failed, as in Envoy; the gateway still answers.
     let (status, _, _) = get(&gateway, &[]).await;
     assert_eq!(status, 503);
+    // The stats say which VM trapped (the singleton comes first), refreshed within a poll.
+    let mut stats = gateway.vm_stats();
+    for _ in 0..50 {
+        if stats.iter().any(|vm| vm.failed) {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        stats = gateway.vm_stats();
+    }
+    let failed: Vec<bool> = stats.iter().map(|vm| vm.failed).collect();
+    assert_eq!(failed, [false, true], "{stats:?}");
+    assert!(stats.iter().all(|vm| vm.memory_bytes > 0), "{stats:?}");
     gateway.shutdown();
 }
 

@@ -59,6 +59,17 @@ pub enum MetricKind {
     Histogram,
 }
 
+/// How much shared data a [`HostEnv`] holds (see [`HostEnv::shared_data_stats`]).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct SharedDataStats {
+    /// Entries, over every vm_id.
+    pub entries: usize,
+    /// Bytes of their keys and values together.
+    pub bytes: usize,
+    /// The largest single value.
+    pub largest_value_bytes: usize,
+}
+
 /// What a histogram has recorded.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct HistogramStats {
@@ -212,6 +223,35 @@ impl HostEnv {
             .entries
             .get(&(vm_id.to_owned(), key.to_owned()))
             .cloned()
+    }
+
+    /// How many shared-data entries the process holds and their size. Envoy never
+    /// deletes shared data, so a plugin must keep its keys bounded; a long run samples
+    /// this to check it does.
+    pub fn shared_data_stats(&self) -> SharedDataStats {
+        let data = lock(&self.inner.shared_data);
+        let mut stats = SharedDataStats {
+            entries: data.entries.len(),
+            ..SharedDataStats::default()
+        };
+        for ((vm_id, key), (value, _)) in &data.entries {
+            stats.bytes += vm_id.len() + key.len() + value.len();
+            stats.largest_value_bytes = stats.largest_value_bytes.max(value.len());
+        }
+        stats
+    }
+
+    /// Items waiting in shared queues (enqueued, not yet dequeued) and their bytes: what
+    /// a consumer that falls behind leaves in the host's memory.
+    pub fn queued(&self) -> (usize, usize) {
+        let queues = lock(&self.inner.queues);
+        queues
+            .queues
+            .iter()
+            .flat_map(|queue| queue.items.iter())
+            .fold((0, 0), |(items, bytes), item| {
+                (items + 1, bytes + item.len())
+            })
     }
 
     /// The least severe level kept (and reported by `proxy_get_log_level`).
@@ -513,6 +553,16 @@ mod tests {
         assert_eq!(env.shared_data("k").unwrap().0, b"4");
         // Keyed by vm_id.
         assert_eq!(env.get_shared("other_vm", "k"), None);
+        env.set_shared("other_vm", "key", b"12345".to_vec(), 0)
+            .unwrap();
+        assert_eq!(
+            env.shared_data_stats(),
+            SharedDataStats {
+                entries: 2,
+                bytes: "vm".len() + 1 + 1 + "other_vm".len() + 3 + 5,
+                largest_value_bytes: 5,
+            }
+        );
     }
 
     #[test]
@@ -533,6 +583,7 @@ mod tests {
         env.enqueue(id, b"b".to_vec()).unwrap();
         assert!(env.take_ready(1).is_empty());
         assert_eq!(env.take_ready(2), vec![id, id]);
+        assert_eq!(env.queued(), (2, 2));
         assert_eq!(env.dequeue(id).unwrap(), b"a");
         assert_eq!(env.dequeue(id).unwrap(), b"b");
         assert_eq!(env.dequeue(id), Err(Status::Empty));

@@ -48,7 +48,7 @@ mod vm;
 mod wasi;
 
 pub use clock::{Clock, ManualClock, SystemClock};
-pub use env::{HistogramStats, HostEnv, LogLevel, LogRecord, MAX_LOG_RECORDS};
+pub use env::{HistogramStats, HostEnv, LogLevel, LogRecord, MAX_LOG_RECORDS, SharedDataStats};
 pub use error::{BoxError, HostError};
 pub use module::WasmModule;
 pub use vm::{

@@ -507,6 +507,17 @@ impl Vm {
     pub fn label(&self) -> &str {
         &self.store.data().label
     }
+
+    /// The size of the guest's linear memory, in bytes. Wasm memory never shrinks (there
+    /// is no `memory.shrink`), so this is also the most the VM has needed so far: a long
+    /// run samples it to show the filter's memory stays bounded (at most
+    /// [`MEMORY_LIMIT_BYTES`]).
+    pub fn memory_bytes(&self) -> usize {
+        self.store
+            .data()
+            .memory
+            .map_or(0, |memory| memory.data_size(&self.store))
+    }
 }
 
 impl Drop for Vm {

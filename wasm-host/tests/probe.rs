@@ -463,6 +463,24 @@ fn a_trap_fails_that_vm_only() {
 }
 
 #[test]
+fn linear_memory_is_reported_in_whole_pages_and_does_not_grow_on_repeated_requests() {
+    const PAGE: usize = 64 * 1024;
+    let (env, _) = manual_env();
+    let mut vm = probe(&env);
+    let mut run = |n: usize| {
+        for _ in 0..n {
+            let mut stream = vm.new_stream().unwrap();
+            stream.on_request_headers(request(&[]), true).unwrap();
+            stream.finish().unwrap();
+        }
+        vm.memory_bytes()
+    };
+    let warm = run(100);
+    assert!(warm >= PAGE && warm % PAGE == 0, "{warm}");
+    assert_eq!(run(1_000), warm, "streams that ended left nothing behind");
+}
+
+#[test]
 fn properties_come_from_the_plugin_config_and_the_stream() {
     let (env, _) = manual_env();
     let mut vm = probe(&env);
