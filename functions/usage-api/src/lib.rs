@@ -2,9 +2,9 @@
 //!
 //! The tenant usage API: a Lambda behind a Function URL. Tenants read their usage, quotas,
 //! prices, estimates, forecasts and invoice previews, set their budget, read and
-//! acknowledge budget alerts, read their month statements, export usage as CSV and submit
-//! usage events; admins manage tenants, plans, keys and alert webhooks, reconcile the
-//! Stripe ledger and inspect rejected messages.
+//! acknowledge budget alerts, read their month statements, export usage as CSV, submit
+//! usage events and see it all on a dashboard page; admins manage tenants, plans, keys
+//! and alert webhooks, reconcile the Stripe ledger and inspect rejected messages.
 //! Every route is listed in [`router::ROUTES`] and described by the OpenAPI 3.1 document
 //! served at `GET /v1/openapi.json` (`openapi.json` in this crate).
 //!
@@ -18,6 +18,7 @@
 //! - [`handlers`]: one module per resource.
 //! - [`error`]: stable error codes and their JSON replies.
 //! - [`openapi`]: the OpenAPI document.
+//! - [`dashboard`]: the tenant dashboard, a static page that reads this API.
 //! - [`snapshot_cache`]: the edge snapshot kept per instance for a short max age.
 //!
 //! ```no_run
@@ -36,6 +37,7 @@
 
 pub mod auth;
 pub mod csv;
+pub mod dashboard;
 pub mod dynamodb;
 pub mod error;
 pub mod handlers;

@@ -19,6 +19,10 @@ pub enum Access {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum RouteId {
     OpenApi,
+    /// The tenant dashboard's page, script and style sheet.
+    Dashboard,
+    DashboardScript,
+    DashboardStyle,
     Usage,
     UsageHistory,
     UsageRealtime,
@@ -73,6 +77,19 @@ const fn route(method: &'static str, pattern: &'static str, access: Access, id: 
 /// Every route of the API.
 pub const ROUTES: &[Route] = &[
     route("GET", "/v1/openapi.json", Access::Public, RouteId::OpenApi),
+    route("GET", "/v1/dashboard", Access::Public, RouteId::Dashboard),
+    route(
+        "GET",
+        "/v1/dashboard/app.js",
+        Access::Public,
+        RouteId::DashboardScript,
+    ),
+    route(
+        "GET",
+        "/v1/dashboard/app.css",
+        Access::Public,
+        RouteId::DashboardStyle,
+    ),
     route("GET", "/v1/usage", Access::Tenant, RouteId::Usage),
     route(
         "GET",

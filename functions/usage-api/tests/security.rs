@@ -142,7 +142,10 @@ fn fixture(route: &Route) -> Fixture {
     };
     let range = "granularity=day&from=2026-11-01T00:00:00Z&to=2026-11-24T00:00:00Z";
     match route.id {
-        RouteId::OpenApi => f("", None, 200),
+        RouteId::OpenApi
+        | RouteId::Dashboard
+        | RouteId::DashboardScript
+        | RouteId::DashboardStyle => f("", None, 200),
         RouteId::Usage => f("", None, 200),
         RouteId::UsageHistory => f(range, None, 200),
         RouteId::UsageRealtime => f("", None, 200),

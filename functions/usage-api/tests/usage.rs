@@ -160,6 +160,50 @@ async fn history_by_day_and_month_folds_hours_not_yet_rolled_up() {
 }
 
 #[tokio::test]
+async fn history_by_meter_folds_dimensions_so_clients_never_add_rows_up() {
+    let h = with_usage("usage-history-by-meter").await;
+    let days = h
+        .get(
+            "/v1/usage/history?granularity=day&by=meter&from=2026-11-01T00:00:00Z&to=2026-12-01T00:00:00Z",
+            ACME_KEY,
+        )
+        .await;
+    days.expect(200);
+    assert_documented("GET", "/v1/usage/history", 200, &days.json);
+    let rows: Vec<(&str, &str, &serde_json::Value)> = days.json["rows"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| {
+            (
+                r["window"]["key"].as_str().unwrap(),
+                r["quantity"].as_str().unwrap(),
+                &r["dimensions"],
+            )
+        })
+        .collect();
+    let none = json!({});
+    assert_eq!(
+        rows,
+        [("2026-11-02", "2000", &none), ("2026-11-23", "1500", &none)]
+    );
+    let csv = h
+        .get(
+            "/v1/usage/export.csv?granularity=day&by=meter&from=2026-11-23T00:00:00Z&to=2026-11-24T00:00:00Z",
+            ACME_KEY,
+        )
+        .await;
+    csv.expect(200);
+    assert_eq!(
+        csv.text.lines().nth(1).unwrap(),
+        "2026-11-23T00:00:00Z,2026-11-24T00:00:00Z,day,api_requests,,1500,requests"
+    );
+    h.get("/v1/usage/history?by=route", ACME_KEY)
+        .await
+        .expect_error(400, "bad_query_parameter");
+}
+
+#[tokio::test]
 async fn history_validates_granularity_times_and_ranges() {
     let h = with_usage("usage-history-bad").await;
     for (uri, code) in [

@@ -30,6 +30,7 @@ use tollgate_core::window::{Granularity, Window};
 
 use crate::App;
 use crate::auth::Principal;
+use crate::dashboard::{self, Asset};
 use crate::error::ApiError;
 use crate::http::Query;
 use crate::ports::{EventQueue, UsageApiStore};
@@ -46,12 +47,18 @@ pub async fn dispatch<S: UsageApiStore, Q: EventQueue>(
     let Some(principal) = principal else {
         return match id {
             RouteId::OpenApi => crate::openapi::serve(request),
+            RouteId::Dashboard => dashboard::serve(request, Asset::Page),
+            RouteId::DashboardScript => dashboard::serve(request, Asset::Script),
+            RouteId::DashboardStyle => dashboard::serve(request, Asset::Style),
             _ => Err(ApiError::Unauthorized),
         };
     };
     let param = || params.first().copied().unwrap_or_default();
     match id {
         RouteId::OpenApi => crate::openapi::serve(request),
+        RouteId::Dashboard => dashboard::serve(request, Asset::Page),
+        RouteId::DashboardScript => dashboard::serve(request, Asset::Script),
+        RouteId::DashboardStyle => dashboard::serve(request, Asset::Style),
         RouteId::Usage => usage::current(app, principal, request).await,
         RouteId::UsageHistory => usage::history(app, principal, request).await,
         RouteId::UsageRealtime => usage::realtime(app, principal, request).await,

@@ -8,9 +8,10 @@ use rust_decimal::Decimal;
 use serde::Serialize;
 use tollgate_core::ids::MeterName;
 use tollgate_core::invoice::{LineItem, preview_invoice};
+use tollgate_core::meter::MeterCatalog;
 use tollgate_core::plan::OveragePolicy;
 use tollgate_core::quota::{QuotaStatus, quota_status};
-use tollgate_core::usage::UsageRow;
+use tollgate_core::usage::{Dimensions, UsageRow};
 use tollgate_core::window::{Granularity, Window};
 
 use super::{
@@ -138,10 +139,12 @@ pub struct Range {
     from: DateTime<Utc>,
     to: DateTime<Utc>,
     meter: Option<MeterName>,
+    /// `by=meter`: one row per window and meter, its dimensions folded together.
+    by_meter: bool,
 }
 
-/// The history routes' query (`granularity`, `from`, `to`, `meter`), validated: public
-/// so the parser fuzz target reaches it without a store.
+/// The history routes' query (`granularity`, `from`, `to`, `meter`, `by`), validated:
+/// public so the parser fuzz target reaches it without a store.
 pub fn range(query: &Query, now: DateTime<Utc>) -> Result<Range, ApiError> {
     let granularity = match query.get("granularity").unwrap_or("day") {
         "hour" => Granularity::Hour,
@@ -180,15 +183,69 @@ pub fn range(query: &Query, now: DateTime<Utc>) -> Result<Range, ApiError> {
         ));
     }
     let meter = query.parse("meter", |v| MeterName::new(v))?;
+    let by_meter = match query.get("by").unwrap_or("dimensions") {
+        "dimensions" => false,
+        "meter" => true,
+        other => {
+            return Err(ApiError::bad_request(
+                "bad_query_parameter",
+                format!("unknown `by` {other:?}; expected dimensions or meter"),
+            ));
+        }
+    };
     Ok(Range {
         granularity,
         from,
         to,
         meter,
+        by_meter,
     })
 }
 
-/// The rows of a validated range, sorted by window, meter and dimensions.
+/// A row as the history and the export show it.
+struct ShownRow<'r> {
+    window: Window,
+    meter: &'r MeterName,
+    /// `None` when the range folds dimensions (`by=meter`).
+    dimensions: Option<&'r Dimensions>,
+    quantity: Option<Decimal>,
+}
+
+/// The stored rows of `range` as shown: one per window, meter and dimensions, or with
+/// `by=meter` one per window and meter, folded under the meter's own aggregation (a sum
+/// for counts, the merged sketch for percentiles), so a client never has to add up
+/// rows itself.
+fn shown_rows<'r>(
+    range: &Range,
+    rows: &'r [UsageRow],
+    catalog: &MeterCatalog,
+) -> Result<Vec<ShownRow<'r>>, ApiError> {
+    if !range.by_meter {
+        return Ok(rows
+            .iter()
+            .map(|row| ShownRow {
+                window: row.key.window,
+                meter: &row.key.meter,
+                dimensions: Some(&row.key.dimensions),
+                quantity: row_quantity(row, catalog),
+            })
+            .collect());
+    }
+    // The rows are in key order (meter, then window), so each meter's window is one run.
+    rows.chunk_by(|a, b| a.key.meter == b.key.meter && a.key.window == b.key.window)
+        .map(|run| {
+            let key = &run[0].key;
+            Ok(ShownRow {
+                window: key.window,
+                meter: &key.meter,
+                dimensions: None,
+                quantity: quantities(run, catalog)?.get(&key.meter).copied(),
+            })
+        })
+        .collect()
+}
+
+/// The rows of a validated range, in key order: meter, window, dimensions.
 async fn range_rows<S: UsageApiStore, Q: EventQueue>(
     app: &App<S, Q>,
     profile_tenant: &tollgate_core::ids::TenantId,
@@ -229,7 +286,7 @@ struct History<'a> {
     rows: Vec<HistoryRow<'a>>,
 }
 
-const RANGE_PARAMS: &[&str] = &["granularity", "from", "to", "meter"];
+const RANGE_PARAMS: &[&str] = &["granularity", "from", "to", "meter", "by"];
 
 /// `GET /v1/usage/history`: rows per window, meter and dimensions.
 pub async fn history<S: UsageApiStore, Q: EventQueue>(
@@ -245,14 +302,17 @@ pub async fn history<S: UsageApiStore, Q: EventQueue>(
         granularity: range.granularity,
         from: rfc3339(range.from),
         to: rfc3339(range.to),
-        rows: rows
-            .iter()
+        rows: shown_rows(&range, &rows, app.catalog())?
+            .into_iter()
             .map(|row| HistoryRow {
-                window: row.key.window.into(),
-                meter: &row.key.meter,
-                dimensions: row.key.dimensions.iter().collect(),
-                quantity: row_quantity(row, app.catalog()),
-                unit: unit(app.catalog(), &row.key.meter),
+                window: row.window.into(),
+                meter: row.meter,
+                dimensions: row
+                    .dimensions
+                    .map(|d| d.iter().collect())
+                    .unwrap_or_default(),
+                quantity: row.quantity,
+                unit: unit(app.catalog(), row.meter),
             })
             .collect(),
     })
@@ -277,19 +337,18 @@ pub async fn export_csv<S: UsageApiStore, Q: EventQueue>(
         "quantity",
         "unit",
     ]);
-    for row in &rows {
-        let window = row.key.window;
-        let quantity = row_quantity(row, app.catalog())
-            .map(|q| q.to_string())
-            .unwrap_or_default();
+    for row in shown_rows(&range, &rows, app.catalog())? {
+        let window = row.window;
+        let quantity = row.quantity.map(|q| q.to_string()).unwrap_or_default();
+        let dimensions = row.dimensions.map(|d| d.key()).unwrap_or_default();
         out.record([
             rfc3339(window.start()).as_str(),
             rfc3339(window.end()).as_str(),
             granularity_name(window.granularity()),
-            row.key.meter.as_str(),
-            row.key.dimensions.key().as_str(),
+            row.meter.as_str(),
+            dimensions.as_str(),
             quantity.as_str(),
-            unit(app.catalog(), &row.key.meter).unwrap_or_default(),
+            unit(app.catalog(), row.meter).unwrap_or_default(),
         ]);
     }
     let filename = format!(
