@@ -1,4 +1,4 @@
-//! Just enough HTTP/1.1 over `std::net::TcpStream` for readiness probes.
+//! Just enough HTTP/1.1 over `std::net::TcpStream` for readiness probes and WebDriver.
 
 use std::io::{self, Read, Write};
 use std::net::{SocketAddr, TcpStream};
@@ -41,9 +41,50 @@ pub(crate) fn request(
     stream.write_all(body.as_bytes())?;
     stream.flush()?;
 
+    parse_response(&read_response(&mut stream)?)
+}
+
+/// Reads one response: up to the end of its `Content-Length` body, or to the end of the
+/// stream when it has none. Some servers (ChromeDriver) keep the connection open after
+/// answering despite `Connection: close`, so reading to the end would wait for a timeout.
+fn read_response(stream: &mut impl Read) -> io::Result<Vec<u8>> {
     let mut raw = Vec::new();
-    stream.read_to_end(&mut raw)?;
-    parse_response(&raw)
+    let mut chunk = [0_u8; 16 * 1024];
+    loop {
+        if let Some(end) = raw.windows(4).position(|w| w == b"\r\n\r\n") {
+            if let Some(length) = content_length(&raw[..end]) {
+                while raw.len() < end + 4 + length {
+                    let n = stream.read(&mut chunk)?;
+                    if n == 0 {
+                        break;
+                    }
+                    raw.extend_from_slice(&chunk[..n]);
+                }
+                raw.truncate((end + 4 + length).min(raw.len()));
+                return Ok(raw);
+            }
+            stream.read_to_end(&mut raw)?;
+            return Ok(raw);
+        }
+        let n = stream.read(&mut chunk)?;
+        if n == 0 {
+            return Ok(raw);
+        }
+        raw.extend_from_slice(&chunk[..n]);
+    }
+}
+
+fn content_length(head: &[u8]) -> Option<usize> {
+    String::from_utf8_lossy(head)
+        .lines()
+        .skip(1)
+        .find_map(|line| {
+            let (name, value) = line.split_once(':')?;
+            name.trim()
+                .eq_ignore_ascii_case("content-length")
+                .then(|| value.trim().parse().ok())
+                .flatten()
+        })
 }
 
 fn parse_response(raw: &[u8]) -> io::Result<Response> {
@@ -76,6 +117,24 @@ mod tests {
         let response = parse_response(raw).unwrap();
         assert_eq!(response.status, 200);
         assert_eq!(response.body, "{\"TableNames\":[]}");
+    }
+
+    #[test]
+    fn a_body_ends_at_its_content_length_even_if_the_connection_stays_open() {
+        // `Chain` of the reply and a reader that would block: stands in for a server
+        // that keeps the connection open.
+        struct NeverEnds;
+        impl Read for NeverEnds {
+            fn read(&mut self, _: &mut [u8]) -> io::Result<usize> {
+                Err(io::Error::new(io::ErrorKind::WouldBlock, "would wait"))
+            }
+        }
+        let raw: &[u8] = b"HTTP/1.1 200 OK\r\nContent-Length:4\r\n\r\nabcd";
+        let read = read_response(&mut raw.chain(NeverEnds)).unwrap();
+        assert_eq!(parse_response(&read).unwrap().body, "abcd");
+        let no_length: &[u8] = b"HTTP/1.1 200 OK\r\n\r\nto the end";
+        let read = read_response(&mut { no_length }).unwrap();
+        assert_eq!(parse_response(&read).unwrap().body, "to the end");
     }
 
     #[test]

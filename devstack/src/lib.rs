@@ -15,6 +15,9 @@
 //! - [`CfnLint`]: not an emulator, the CloudFormation linter ([`CFN_LINT_PYPI_VERSION`],
 //!   from PyPI) in a cached virtualenv, installed the same way as moto, for checking
 //!   `infra/template.yaml`.
+//! - [`Chromium`]: not an emulator, headless Chromium and ChromeDriver from Debian's
+//!   packages (installed with `apt-get` once), driven through [`webdriver`], for the
+//!   dashboard's browser test.
 //! - [`stripe::StripeStandIn`]: an in-process stand-in for Stripe's meter-event endpoint
 //!   (Stripe has no local server), with faults on cue.
 //! - [`webhook::WebhookReceiver`]: a tenant's webhook endpoint on loopback that verifies
@@ -65,6 +68,7 @@
 mod cache;
 mod cargo_deny;
 mod cfn_lint;
+mod chromium;
 mod dynamodb;
 pub mod fault_proxy;
 pub mod faults;
@@ -78,11 +82,13 @@ mod running;
 mod sqs;
 pub mod stripe;
 mod testing;
+pub mod webdriver;
 pub mod webhook;
 
 pub use cache::{CACHE_DIR_ENV, cache_dir};
 pub use cargo_deny::{Advisories, CARGO_DENY_VERSION, CargoDeny, DenyReport, OFFLINE_CHECKS};
 pub use cfn_lint::{CFN_LINT_PYPI_VERSION, CfnLint};
+pub use chromium::{CHROMEDRIVER_ENV, CHROMIUM_ENV, Chromium};
 pub use dynamodb::{DYNAMODB_LOCAL_NPM_PACKAGE, DYNAMODB_LOCAL_NPM_VERSION, DynamoDbLocal};
 pub use install::InstallOutcome;
 pub use process::{SpawnOptions, Supervised};

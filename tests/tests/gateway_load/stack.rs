@@ -5,8 +5,8 @@ use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use chrono::{DateTime, SecondsFormat, TimeDelta, Utc};
-use http_body_util::{BodyExt, Full};
+use chrono::{DateTime, SecondsFormat, Utc};
+use http_body_util::Full;
 use hyper::body::Bytes;
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
@@ -29,44 +29,7 @@ use super::{
 // ---------------------------------------------------------------------------------------
 // The usage API, over HTTP
 
-pub struct Api {
-    pub base: String,
-    pub client: Client<HttpConnector, Full<Bytes>>,
-}
-
 impl Api {
-    pub fn new(base: &str) -> Api {
-        Api {
-            base: base.trim_end_matches('/').to_owned(),
-            client: Client::builder(TokioExecutor::new()).build_http(),
-        }
-    }
-
-    pub async fn call(&self, method: &str, key: &str, path: &str, body: Option<&Value>) -> Value {
-        let request = hyper::Request::builder()
-            .method(method)
-            .uri(format!("{}{path}", self.base))
-            .header("authorization", format!("Bearer {key}"))
-            .header("content-type", "application/json")
-            .body(Full::new(Bytes::from(
-                body.map(Value::to_string).unwrap_or_default(),
-            )))
-            .unwrap();
-        let response = tokio::time::timeout(Duration::from_secs(30), self.client.request(request))
-            .await
-            .unwrap_or_else(|_| panic!("{method} {path}: no answer in 30 s"))
-            .unwrap_or_else(|e| panic!("{method} {path}: {e}"));
-        let status = response.status();
-        let bytes = response.into_body().collect().await.unwrap().to_bytes();
-        let reply: Value = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
-        assert!(
-            status.is_success(),
-            "{method} {path}: HTTP {status}: {}",
-            String::from_utf8_lossy(&bytes)
-        );
-        reply
-    }
-
     /// The month's `edge_requests` as `GET /v1/usage` serves them to the tenant.
     pub async fn metered(&self, key: &str) -> u64 {
         let usage = self.call("GET", key, "/v1/usage", None).await;
@@ -286,25 +249,4 @@ pub async fn wait_for_metered(
     }
 }
 
-pub use super::common::queue_depth;
-
-/// Quota arithmetic counts on one UTC day: when the run would cross midnight, wait for it.
-pub async fn stay_within_one_day(seconds: u64) {
-    let now = Utc::now();
-    let tomorrow = now
-        .date_naive()
-        .succ_opt()
-        .unwrap()
-        .and_hms_opt(0, 0, 0)
-        .unwrap()
-        .and_utc();
-    let needed = TimeDelta::seconds(i64::try_from(seconds).unwrap() + 300);
-    if tomorrow - now < needed {
-        let wait = (tomorrow - now + TimeDelta::seconds(2)).to_std().unwrap();
-        println!(
-            "the run would cross UTC midnight: waiting {:.0} s for it",
-            wait.as_secs_f64()
-        );
-        tokio::time::sleep(wait).await;
-    }
-}
+pub use super::common::{Api, queue_depth, stay_within_one_day};
