@@ -6,7 +6,8 @@
 //! --check` → `cargo clippy -D warnings` → `cargo deny check` (bans, licenses, sources;
 //! advisories when its database can be fetched; installed into the cache on first use) →
 //! the proxy-wasm filters for wasm32-wasip1
-//! (release; the wasm host's tests load them) → tests (`cargo nextest run` when
+//! (release; the wasm host's tests load them) → headless Chromium and ChromeDriver
+//! (Debian packages, installed once; the dashboard's browser test drives them) → tests (`cargo nextest run` when
 //! available, else `cargo test`) → doctests (`cargo test --doc`; nextest does not run
 //! them). The first failure stops the run; DynamoDB Local is stopped either way, and a
 //! failed command's exit code becomes xtask's.
@@ -17,8 +18,8 @@ use std::process::Command;
 
 use anyhow::{Result, bail};
 use tollgate_devstack::{
-    Advisories, CargoDeny, CfnLint, DYNAMODB_ENDPOINT_ENV, DynamoDbLocal, SQS_ENDPOINT_ENV,
-    SqsServer,
+    Advisories, CargoDeny, CfnLint, Chromium, DYNAMODB_ENDPOINT_ENV, DynamoDbLocal,
+    SQS_ENDPOINT_ENV, SqsServer,
 };
 
 use crate::util::{self, Runner, Steps, TestTally, cargo};
@@ -158,6 +159,11 @@ fn run_checks(
 
     steps.run("wasm filters (wasm32-wasip1, release)", || {
         util::run(cargo().args(util::wasm_build_args()))
+    })?;
+    steps.run("Chromium + ChromeDriver (Debian packages)", || {
+        let chromium = Chromium::ensure()?;
+        eprintln!("    {}", chromium.version()?);
+        Ok(())
     })?;
 
     let scope = scope_args(&options.runner_args);

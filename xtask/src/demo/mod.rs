@@ -815,6 +815,14 @@ fn print_where_to_look(
     println!("    usage API  {}", api.url("/"));
     for tenant in tenants {
         println!(
+            "    dashboard  {}#key={}    # {} (open in a browser; the key leaves the address bar at once)",
+            api.url("/v1/dashboard"),
+            tenant.key,
+            tenant.spec.id
+        );
+    }
+    for tenant in tenants {
+        println!(
             "    curl -H \"Authorization: Bearer {}\" {}    # {}",
             tenant.key,
             api.url("/v1/usage"),
