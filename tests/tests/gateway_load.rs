@@ -262,6 +262,8 @@ async fn the_gateway_under_load_follows_changing_limits_with_flat_memory_and_exa
         memory::sample_until(&gateway, start, start + deadline),
     );
     let load_time = start.elapsed();
+    // SQS is well again for the drain: no fault is left waiting for a flush.
+    sqs_proxy.clear();
 
     // Per phase and tenant: allowed/rate-limited/quota-exceeded/blocked in the window
     // after the change propagated, and the propagation delay.

@@ -235,7 +235,13 @@ impl Changer<'_> {
     /// Fails the gateway's next flushes: a 500, a reset connection and an answer lost
     /// after SQS took the batch (the filter resends it; ingest dedupes); or takes SQS
     /// away for [`OUTAGE`].
+    ///
+    /// Faults the last phase left unused are dropped first. Otherwise they pile up: the
+    /// filter backs off (up to 60 s) after each failure, so faults cued every other phase
+    /// can arrive faster than its retries use them, and then every flush of the run fails.
+    /// (A soak run did just that: metering stalled after the first 30 s.)
     async fn inject(&self, faults: Faults) {
+        self.sqs_proxy.clear();
         let send_batch = |fault| FaultRule {
             matching: RequestMatch::SqsAction("SendMessageBatch"),
             skip: 0,
